@@ -1,0 +1,5 @@
+import sys
+
+from emvos.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""The ``emvos`` command: a thin layer that parses arguments and calls the library.
+
+Each subcommand lives in the module of its stage and exposes ``add_parser(subparsers)``, which
+registers its arguments and sets ``func`` to a ``run(args) -> int`` function. Errors in user input
+(:class:`emvos.errors.EmvosInputError`) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from emvos import __version__
+from emvos.errors import EmvosInputError
+
+#: Modules that contribute a subcommand, in the order ``emvos --help`` lists them.
+SUBCOMMAND_MODULES = (
+    "emvos.inference.cli",
+    "emvos.eval.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="emvos",
+        description="Semi-supervised video object segmentation with pixel-level equalized matching.",
+    )
+    parser.add_argument("--version", action="version", version=f"emvos {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emvos`` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EmvosInputError as exc:
+        print(f"emvos: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emvos: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures: where the DAVIS data used by the tests lives, and skipping cleanly without it.
+
+The data is not part of the repository (DAVIS is CC BY 4.0; see README). Tests look for it in
+``$EMVOS_TEST_DATA`` or in ``../shared/data`` next to the repository, and skip, saying why, when
+it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("EMVOS_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def davis2016_root() -> Path:
+    """The DAVIS-2016 training sequences (DAVIS layout), or skip."""
+    root = _data_root() / "davis2016-train"
+    if not (root / "JPEGImages" / "480p").is_dir():
+        pytest.skip(f"DAVIS-2016 training data not found at {root} (set EMVOS_TEST_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def davis2017_sample_root() -> Path:
+    """The multi-object DAVIS-2017 sample (``schoolgirls``, 7 objects, 240p), or skip."""
+    root = _data_root() / "davis2017-sample"
+    if not (root / "JPEGImages" / "480p" / "schoolgirls").is_dir():
+        pytest.skip(f"DAVIS-2017 sample not found at {root} (set EMVOS_TEST_DATA)")
+    return root
