@@ -1,0 +1,253 @@
+"""Streaming inference on a video: :class:`VideoPredictor` and its per-video :class:`VideoState`.
+
+The predictor owns the network and the inference options; a state holds one video's memory:
+the first-frame references of its objects and the previous frame. Memory depends on the number
+of objects and the resolution, never on the length of the video.
+
+User object ids (1..255, gaps allowed) are kept apart from tensor slots: ``state.object_ids[i]``
+is the id of slot ``i``, and outputs carry the user's ids.
+
+Example::
+
+    predictor = VideoPredictor.from_checkpoint("emvos.pt")
+    state = predictor.init_state(frames)          # any iterable of (H, W, 3) uint8 RGB frames
+    predictor.add_mask(state, 0, first_mask)      # (H, W) uint8 object ids
+    predictor.add_mask(state, 40, later_mask)     # objects that appear later
+    for pred in predictor.propagate(state):
+        save(pred.index, pred.labels)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from emvos.errors import EmvosInputError
+from emvos.inference.aggregate import aggregate
+from emvos.inference.geometry import Geometry
+from emvos.model.checkpoint import load_model
+from emvos.model.config import Bijective
+from emvos.model.matching import downsample_mask
+from emvos.model.network import EMVOS, FrameEmbedding, Reference
+
+#: Default working resolution (shorter side), as in the paper's protocol (DAVIS 480p).
+DEFAULT_RESOLUTION = 480
+#: The model shipped inside the package, used when no checkpoint is given.
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
+
+ImageLike = np.ndarray | Image.Image
+MaskLike = np.ndarray | Image.Image
+
+
+@dataclass(frozen=True)
+class FramePrediction:
+    """The segmentation of one frame.
+
+    Attributes:
+        index: frame index in the video.
+        labels: ``(H, W) uint8`` map of user object ids (0 = background), at the frame's size.
+        object_ids: ids of the objects tracked at this frame.
+    """
+
+    index: int
+    labels: np.ndarray
+    object_ids: tuple[int, ...]
+
+
+@dataclass
+class _Group:
+    """Objects that share a first-frame reference (they were given at the same frame)."""
+
+    object_ids: list[int]
+    ref: Reference  # keys (1, C, N); mask (1, len(object_ids), 2, N)
+
+
+@dataclass
+class VideoState:
+    """Memory of one video. Create with :meth:`VideoPredictor.init_state`.
+
+    Attributes:
+        object_ids: user ids in slot order.
+        next_index: index of the next frame :meth:`VideoPredictor.step` will process.
+    """
+
+    frames: Iterable[ImageLike] | None = None
+    geometry: Geometry | None = None
+    object_ids: list[int] = field(default_factory=list)
+    groups: list[_Group] = field(default_factory=list)
+    prev: Reference | None = None
+    pending: dict[int, np.ndarray] = field(default_factory=dict)
+    next_index: int = 0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_labels(mask: MaskLike) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"a mask must be an (H, W) integer array of object ids, got {arr.dtype} {arr.shape}")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError("mask object ids must lie in 0..255 (0 is background)")
+    return arr.astype(np.uint8)
+
+
+def _as_image(image: ImageLike) -> np.ndarray:
+    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"a frame must be an (H, W, 3) uint8 RGB array, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+class VideoPredictor:
+    """Segments videos with an :class:`EMVOS` network, one frame at a time.
+
+    Args:
+        model: the network (moved to ``device`` and put in evaluation mode).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        resolution: shorter side the frames are resized to (0 keeps their size).
+        bijective: replace surjective matching with a bijective variant at test time; requires a
+            network with the ``sm`` branch.
+    """
+
+    def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
+                 bijective: Bijective | None = None) -> None:
+        if bijective is not None and "sm" not in model.config.branches:
+            raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
+                                  f"the {model.config.matching} branch; use a model trained with sm")
+        if resolution < 0:
+            raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {resolution}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.resolution = resolution
+        self.bijective = bijective
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
+                        **kwargs: object) -> VideoPredictor:
+        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
+        if checkpoint is None:
+            if not SHIPPED_MODEL.is_file():
+                raise EmvosInputError("this emvos install ships no trained model yet; pass --checkpoint FILE "
+                                      "(an emvos checkpoint or the official EMVOS weights)")
+            checkpoint = SHIPPED_MODEL
+        return cls(load_model(checkpoint), device=device, **kwargs)
+
+    # -- state ----------------------------------------------------------------------------------
+    def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
+        """A fresh state for a new video; ``frames`` is only needed for :meth:`propagate`."""
+        return VideoState(frames=frames)
+
+    def add_mask(self, state: VideoState, frame_index: int, mask: MaskLike) -> list[int]:
+        """Give the objects of ``mask`` at frame ``frame_index`` (not yet processed).
+
+        New ids become new objects from that frame on; ids already tracked take this frame as their
+        new reference. Returns the ids found in the mask.
+        """
+        if frame_index < state.next_index:
+            raise ValueError(f"frame {frame_index} was already processed (next frame is {state.next_index}); "
+                             "start a new state to re-segment from an earlier frame")
+        labels = _as_labels(mask)
+        state.pending[frame_index] = labels
+        return [int(i) for i in np.unique(labels) if i != 0]
+
+    # -- inference ------------------------------------------------------------------------------
+    def propagate(self, state: VideoState) -> Iterator[FramePrediction]:
+        """Segment the state's frames in order, applying masks added with :meth:`add_mask`."""
+        if state.frames is None:
+            raise ValueError("this state has no frames; pass them to init_state(frames)")
+        for image in state.frames:
+            yield self.step(state, image, state.pending.pop(state.next_index, None))
+
+    @torch.inference_mode()
+    def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
+        """Segment the next frame of the video.
+
+        Args:
+            state: the video's state (updated in place).
+            image: ``(H, W, 3) uint8`` RGB frame (or a PIL image).
+            mask: optional ``(H, W)`` object ids given at this frame.
+
+        Returns:
+            The frame's labels, with the given mask's objects exactly as given.
+        """
+        index = state.next_index
+        state.next_index += 1
+        frame = _as_image(image)
+        given = None if mask is None else _as_labels(mask)
+        size = frame.shape[:2]
+        if state.geometry is None:
+            state.geometry = Geometry.for_frames(size, self.resolution, self.model.stride)
+        if size != state.geometry.size or (given is not None and given.shape != size):
+            raise ValueError(f"frame {index}: frame {size} / mask {None if given is None else given.shape} "
+                             f"differ from the video's size {state.geometry.size}")
+        given_ids = [] if given is None else [int(i) for i in np.unique(given) if i != 0]
+        if not state.object_ids and not given_ids:
+            return FramePrediction(index, np.zeros(size, np.uint8), ())
+
+        geo = state.geometry
+        x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        query = self.model.embed(geo.image(x))
+        probs = self._predict(state, query)  # (O, 2, H'', W'') for the tracked objects
+        if given_ids:
+            probs = self._add_given(state, query, geo.mask(torch.from_numpy(given).to(self.device)[None, None]
+                                                           .float())[0, 0], given_ids, probs)
+
+        agg = aggregate(probs)  # (O + 1, H'', W'')
+        fg = agg[1:]
+        prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
+        state.prev = Reference(query.keys, prev_mask.flatten(2)[None])
+
+        lut = torch.tensor([0, *state.object_ids], dtype=torch.uint8, device=agg.device)
+        labels = lut[geo.restore(agg[None])[0].argmax(dim=0)].cpu().numpy()
+        if given is not None:
+            labels = np.where(given != 0, given, labels)
+        return FramePrediction(index, labels, tuple(state.object_ids))
+
+    def _predict(self, state: VideoState, query: FrameEmbedding) -> Tensor | None:
+        """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
+        if not state.object_ids:
+            return None
+        first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
+        slot_of = {oid: i for i, oid in enumerate(state.object_ids)}
+        order = [slot_of[oid] for g in state.groups for oid in g.object_ids]
+        inverse = torch.argsort(torch.tensor(order, device=self.device))
+        first = {b: torch.cat([p[b] for p in first_parts], dim=1)[:, inverse] for b in first_parts[0]}
+        prev = self.model.match(query, state.prev, "prev", self.bijective)
+        logits = self.model.decode(query, first, prev, state.prev.mask)
+        return F.softmax(logits[0], dim=1)
+
+    def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
+                   probs: Tensor | None) -> Tensor:
+        """Register the objects of a given mask (``given``: ``(H'', W'')`` ids) and return all probabilities."""
+        ids = torch.tensor(given_ids, device=given.device, dtype=given.dtype).view(-1, 1, 1)
+        fg = (given[None] == ids).to(given.dtype)  # (G, H'', W'')
+        one_hot = torch.stack([1 - fg, fg], dim=1)  # (G, 2, H'', W'')
+        for group in state.groups:  # re-given objects leave their old reference
+            keep = [i for i, oid in enumerate(group.object_ids) if oid not in given_ids]
+            if len(keep) != len(group.object_ids):
+                group.object_ids = [group.object_ids[i] for i in keep]
+                group.ref = Reference(group.ref.keys, group.ref.mask[:, keep])
+        state.groups = [g for g in state.groups if g.object_ids]
+        mask16 = downsample_mask(one_hot, self.model.stride).flatten(2)[None]
+        state.groups.append(_Group(list(given_ids), Reference(query.keys, mask16)))
+
+        rows = [] if probs is None else list(probs.unbind(0))
+        for j, oid in enumerate(given_ids):
+            if oid in state.object_ids:
+                rows[state.object_ids.index(oid)] = one_hot[j]
+            else:
+                state.object_ids.append(oid)
+                rows.append(one_hot[j])
+        return torch.stack(rows)

@@ -1,0 +1,169 @@
+"""The EMVOS network (paper §3.5–3.6): frozen encoder, key projections, matching, decoder.
+
+The network is stateless. :class:`emvos.inference.VideoPredictor` keeps the per-video state
+(references and objects) for inference; :meth:`EMVOS.forward` unrolls a training clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emvos.model import matching
+from emvos.model.config import Bijective, ModelConfig
+from emvos.model.decoder import MASK_CHANNELS, Decoder, conv
+from emvos.model.encoders import build_encoder
+
+#: Reference frames every branch matches against: the first frame and the previous frame.
+REFERENCES = ("first", "prev")
+
+
+@dataclass
+class FrameEmbedding:
+    """What the network keeps of an encoded frame.
+
+    Attributes:
+        reduced: the decoder's object-independent 1×1 reductions, coarse to fine:
+            ``(B, w16, h, w)``, ``(B, w8, 2h, 2w)``, ``(B, w4, 4h, 4w)``.
+        keys: per branch, ``(B, C, h * w)`` keys (L2-normalised for ``sm``).
+        grid: ``(h, w)``, the stride-16 grid.
+    """
+
+    reduced: tuple[Tensor, Tensor, Tensor]
+    keys: dict[str, Tensor]
+    grid: tuple[int, int]
+
+
+@dataclass
+class Reference:
+    """A reference frame's keys with the object masks that go with them.
+
+    Attributes:
+        keys: per branch, ``(B, C, Nr)``.
+        mask: ``(B, O, 2, Nr)`` background/foreground probabilities of ``O`` objects at stride 16.
+    """
+
+    keys: dict[str, Tensor]
+    mask: Tensor
+
+
+class EMVOS(nn.Module):
+    """Encoder, one key projection per matching branch, and the decoder.
+
+    Args:
+        config: architecture; see :class:`ModelConfig`.
+        encoder_weights: passed to :func:`emvos.model.encoders.build_encoder` (``None`` when a
+            checkpoint will provide the encoder's weights).
+    """
+
+    def __init__(self, config: ModelConfig, encoder_weights: str | Path | None = "imagenet") -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = build_encoder(config.encoder, encoder_weights)
+        info = self.encoder.feature_info
+        c16 = info.channels[2]
+        key_channels = config.key_channels or c16 // 2
+        self.keys = nn.ModuleDict({b: conv(c16, key_channels, 1) for b in config.branches})
+        widths = config.decoder_widths or (info.channels[0],) * 3
+        score_channels = MASK_CHANNELS * len(REFERENCES) * len(config.branches)
+        self.decoder = Decoder(info.channels, widths, score_channels)
+
+    @property
+    def stride(self) -> int:
+        """Inputs must be padded to a multiple of this (the encoder's coarsest stride)."""
+        return self.encoder.feature_info.stride
+
+    def embed(self, images: Tensor) -> FrameEmbedding:
+        """Encode frames and compute their keys and decoder reductions.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in ``[0, 1]``, ``H`` and ``W`` multiples of :attr:`stride`.
+        """
+        with torch.no_grad():
+            features = self.encoder(images)
+        keys = {}
+        for branch, proj in self.keys.items():
+            k = proj(features.s16).flatten(2)
+            keys[branch] = matching.normalize_keys(k) if branch == "sm" else k
+        return FrameEmbedding(self.decoder.reduce(features), keys, tuple(features.s16.shape[-2:]))
+
+    def match(self, query: FrameEmbedding, ref: Reference, role: str,
+              bijective: Bijective | None = None) -> dict[str, Tensor]:
+        """Match the query frame against one reference frame with every branch.
+
+        Args:
+            query: embedding of ``B`` query frames.
+            ref: reference keys ``(B, C, Nr)`` and masks ``(B, O, 2, Nr)``.
+            role: ``first`` or ``prev``; selects K1 or K2 of ``bijective``.
+            bijective: replaces surjective matching at test time when given.
+
+        Returns:
+            Per branch, ``(B, O, 2, Nq)`` background/foreground score maps.
+        """
+        b, o, _, nr = ref.mask.shape
+        mask = ref.mask.reshape(b, o * 2, nr)
+        out = {}
+        for branch in self.config.branches:
+            if branch == "sm":
+                affinity = matching.surjective_affinity(ref.keys["sm"], query.keys["sm"])
+                if bijective is not None:
+                    k = bijective.k_first if role == "first" else bijective.k_prev
+                    affinity = (matching.kernel_filter(affinity, query.grid, k) if bijective.kind == "kernel"
+                                else matching.topk_filter(affinity, int(k)))
+            else:
+                affinity = matching.equalized_affinity(ref.keys["em"], query.keys["em"])
+            out[branch] = matching.masked_max(affinity, mask).view(b, o, 2, -1)
+        return out
+
+    def decode(self, query: FrameEmbedding, first: dict[str, Tensor], prev: dict[str, Tensor],
+               prev_mask: Tensor) -> Tensor:
+        """Decode the score maps of ``O`` objects in each of ``B`` frames.
+
+        Args:
+            query: embedding of the ``B`` query frames.
+            first, prev: outputs of :meth:`match` against the first and the previous frame.
+            prev_mask: ``(B, O, 2, Nq)`` previous-frame probabilities at stride 16.
+
+        Returns:
+            ``(B, O, 2, H, W)`` background/foreground logits.
+        """
+        b, o = prev_mask.shape[:2]
+        h, w = query.grid
+        # Channel order: per branch, first-frame then previous-frame (bg, fg) maps.
+        scores = torch.cat([m[br] for br in self.config.branches for m in (first, prev)], dim=2)
+        reduced = query.reduced if b == 1 or o == 1 else tuple(r.repeat_interleave(o, dim=0) for r in query.reduced)
+        logits = self.decoder(reduced, scores.view(b * o, -1, h, w), prev_mask.reshape(b * o, 2, h, w))
+        return logits.view(b, o, *logits.shape[1:])
+
+    def forward(self, clip: Tensor, first_mask: Tensor) -> Tensor:
+        """Unroll a training clip: frame 0 is given, frames ``1..L-1`` are predicted in order.
+
+        Each frame is matched against frame 0 and against the previous frame, whose mask is the
+        network's own (soft, differentiable) prediction.
+
+        Args:
+            clip: ``(B, L, 3, H, W)`` RGB in ``[0, 1]``, ``H`` and ``W`` multiples of :attr:`stride`.
+            first_mask: ``(B, H, W)`` binary mask of one object per clip (0/1).
+
+        Returns:
+            ``(B, L - 1, 2, H, W)`` logits for frames ``1..L-1``.
+        """
+        length = clip.shape[1]
+        one_hot = torch.stack([1 - first_mask, first_mask], dim=1).to(clip.dtype)  # (B, 2, H, W)
+        mask16 = matching.downsample_mask(one_hot, self.stride).flatten(2).unsqueeze(1)  # (B, 1, 2, N)
+        first_embedding = self.embed(clip[:, 0])
+        first = Reference(first_embedding.keys, mask16)
+        prev = first
+        outputs = []
+        for t in range(1, length):
+            query = self.embed(clip[:, t])
+            logits = self.decode(query, self.match(query, first, "first"), self.match(query, prev, "prev"),
+                                 prev.mask)
+            outputs.append(logits[:, 0])
+            prob = F.softmax(logits[:, 0], dim=1)
+            prev = Reference(query.keys, matching.downsample_mask(prob, self.stride).flatten(2).unsqueeze(1))
+        return torch.stack(outputs, dim=1)
