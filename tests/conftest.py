@@ -11,8 +11,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+
+from emvos.model.encoders import Encoder, FeatureInfo, Features, register_encoder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Test tensors are tiny: one thread avoids OpenMP synchronisation that dominates at these sizes.
+torch.set_num_threads(1)
 
 
 def _data_root() -> Path:
@@ -35,3 +42,23 @@ def davis2017_sample_root() -> Path:
     if not (root / "JPEGImages" / "480p" / "schoolgirls").is_dir():
         pytest.skip(f"DAVIS-2017 sample not found at {root} (set EMVOS_TEST_DATA)")
     return root
+
+
+class TinyEncoder(Encoder):
+    """A small random encoder for tests where the backbone's weights are not the point."""
+
+    feature_info = FeatureInfo(channels=(8, 16, 32))
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.s4 = nn.Sequential(nn.Conv2d(3, 8, 4, 4), nn.BatchNorm2d(8), nn.ReLU())
+        self.s8 = nn.Sequential(nn.Conv2d(8, 16, 2, 2), nn.ReLU())
+        self.s16 = nn.Sequential(nn.Conv2d(16, 32, 2, 2), nn.ReLU())
+
+    def extract(self, x: torch.Tensor) -> Features:
+        s4 = self.s4(x)
+        s8 = self.s8(s4)
+        return Features(s4, s8, self.s16(s8))
+
+
+register_encoder("tiny-test")(TinyEncoder)

@@ -1,0 +1,112 @@
+"""The network: widths derived from the encoder, clip unroll, frozen encoder, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from emvos.errors import EmvosInputError
+from emvos.model.checkpoint import load_model, save_checkpoint
+from emvos.model.config import ModelConfig
+from emvos.model.network import EMVOS
+
+
+@pytest.fixture(scope="module")
+def densenet_model() -> EMVOS:
+    torch.manual_seed(0)
+    return EMVOS(ModelConfig(encoder="densenet121"), encoder_weights=None)
+
+
+def test_widths_follow_the_encoder(densenet_model: EMVOS) -> None:
+    levels = densenet_model.decoder.levels
+    assert [lvl.reduce.in_channels for lvl in levels] == [1024, 512, 256]
+    assert [lvl.reduce.out_channels for lvl in levels] == [256, 256, 256]  # paper: stride-4 channels
+    assert levels[0].blend.in_channels == 256 + 8 + 2  # 4 score maps x 2 + previous mask
+    assert densenet_model.keys["sm"].out_channels == densenet_model.keys["em"].out_channels == 512
+
+
+@pytest.mark.parametrize(("branches", "score_maps"), [(("sm",), 2), (("em",), 2), (("sm", "em"), 4)])
+def test_branch_sets_set_the_number_of_score_maps(branches: tuple[str, ...], score_maps: int) -> None:
+    model = EMVOS(ModelConfig(encoder="densenet121", branches=branches, decoder_widths=(8, 8, 8),
+                              key_channels=16), encoder_weights=None)
+    assert model.decoder.levels[0].blend.in_channels == 8 + 2 * score_maps + 2
+    assert set(model.keys) == set(branches)
+
+
+def test_clip_unroll_shapes_and_gradients(densenet_model: EMVOS) -> None:
+    clip = torch.rand(2, 3, 3, 64, 96)
+    first = (torch.rand(2, 64, 96) > 0.5).float()
+    logits = densenet_model(clip, first)
+    assert logits.shape == (2, 2, 2, 64, 96)
+    logits.logsumexp(dim=2).mean().backward()
+    assert all(p.grad is None for p in densenet_model.encoder.parameters())
+    assert densenet_model.decoder.levels[2].up.weight.grad is not None
+    assert densenet_model.keys["sm"].weight.grad is not None
+    densenet_model.zero_grad(set_to_none=True)
+
+
+def test_encoder_stays_frozen_in_train_mode(densenet_model: EMVOS) -> None:
+    densenet_model.train()
+    assert not densenet_model.encoder.training
+    assert all(not m.training for m in densenet_model.encoder.modules())
+    densenet_model.eval()
+
+
+def test_batched_objects_decode_like_one_at_a_time(densenet_model: EMVOS) -> None:
+    from emvos.model.network import Reference
+
+    with torch.no_grad():
+        first = densenet_model.embed(torch.rand(1, 3, 64, 96))
+        query = densenet_model.embed(torch.rand(1, 3, 64, 96))
+        n = first.grid[0] * first.grid[1]
+        fg = torch.rand(1, 3, n)
+        mask = torch.stack([1 - fg, fg], dim=2)  # (1, 3 objects, 2, N)
+        ref = Reference(first.keys, mask)
+        together = densenet_model.decode(query, densenet_model.match(query, ref, "first"),
+                                         densenet_model.match(query, ref, "prev"), mask)
+        for o in range(3):
+            single = Reference(first.keys, mask[:, o:o + 1])
+            alone = densenet_model.decode(query, densenet_model.match(query, single, "first"),
+                                          densenet_model.match(query, single, "prev"), mask[:, o:o + 1])
+            assert torch.allclose(together[:, o], alone[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_round_trip_is_strict(tmp_path: Path, densenet_model: EMVOS) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, densenet_model, iteration=7)
+    loaded = load_model(path)
+    assert loaded.config == densenet_model.config
+    for (k, a), (_, b) in zip(densenet_model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    data = torch.load(path, weights_only=True)
+    assert data["iteration"] == 7 and data["encoder_included"]
+
+    del data["model"]["decoder.levels.0.blend.weight"]
+    data["model"]["decoder.extra.weight"] = torch.zeros(1)
+    torch.save(data, path)
+    with pytest.raises(EmvosInputError, match=r"missing keys: decoder\.levels\.0\.blend\.weight.*"
+                                              r"unexpected keys: decoder\.extra\.weight"):
+        load_model(path)
+
+
+def test_half_checkpoints_load_as_float32(tmp_path: Path) -> None:
+    model = EMVOS(ModelConfig(encoder="densenet121", decoder_widths=(8, 8, 8), key_channels=16),
+                  encoder_weights=None)
+    save_checkpoint(tmp_path / "half.pt", model, half=True)
+    loaded = load_model(tmp_path / "half.pt")
+    w = loaded.decoder.levels[0].blend.weight
+    assert w.dtype == torch.float32
+    assert torch.allclose(w, model.decoder.levels[0].blend.weight, atol=1e-2)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_unreadable_or_foreign_checkpoints_are_input_errors(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(1)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(EmvosInputError, match="bad.pt"):
+        load_model(path)

@@ -1,0 +1,162 @@
+"""Streaming inference: object ids, objects appearing later, aggregation, geometry, flat memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emvos.errors import EmvosInputError
+from emvos.inference.aggregate import aggregate
+from emvos.inference.geometry import Geometry
+from emvos.inference.predictor import VideoPredictor, VideoState
+from emvos.model.config import Bijective, ModelConfig
+from emvos.model.network import EMVOS
+
+H, W = 48, 80
+
+
+@pytest.fixture(scope="module")
+def predictor() -> VideoPredictor:
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"),
+                  encoder_weights=None)
+    return VideoPredictor(model, device="cpu", resolution=0)
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _mask(boxes: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    for oid, (y0, y1, x0, x1) in boxes.items():
+        m[y0:y1, x0:x1] = oid
+    return m
+
+
+def test_user_ids_are_kept_and_the_given_frame_is_returned_as_given(predictor: VideoPredictor) -> None:
+    state = predictor.init_state()
+    first = _mask({3: (5, 20, 5, 30), 7: (25, 45, 40, 70), 200: (0, 4, 0, 4)})
+    out = predictor.step(state, _frames(1)[0], first)
+    assert np.array_equal(out.labels, first)
+    assert out.object_ids == (3, 7, 200)
+    for image in _frames(3, seed=1):
+        out = predictor.step(state, image)
+        assert out.labels.shape == (H, W) and out.labels.dtype == np.uint8
+        assert set(np.unique(out.labels)) <= {0, 3, 7, 200}
+
+
+def test_frames_before_the_first_mask_are_background(predictor: VideoPredictor) -> None:
+    state = predictor.init_state(_frames(4))
+    predictor.add_mask(state, 2, _mask({1: (10, 30, 10, 30)}))
+    outs = list(predictor.propagate(state))
+    assert [o.index for o in outs] == [0, 1, 2, 3]
+    assert not outs[0].labels.any() and not outs[1].labels.any() and outs[0].object_ids == ()
+    assert outs[2].object_ids == outs[3].object_ids == (1,)
+
+
+def test_objects_can_appear_mid_video_and_be_given_again(predictor: VideoPredictor) -> None:
+    frames = _frames(6, seed=2)
+    state = predictor.init_state(frames)
+    predictor.add_mask(state, 0, _mask({1: (5, 20, 5, 30), 2: (25, 45, 40, 70)}))
+    later = _mask({5: (30, 40, 5, 15)})
+    predictor.add_mask(state, 3, later)
+    outs = list(predictor.propagate(state))
+    assert outs[2].object_ids == (1, 2) and outs[3].object_ids == (1, 2, 5)
+    assert np.array_equal(outs[3].labels[later == 5], np.full((later == 5).sum(), 5))
+    assert [g.object_ids for g in state.groups] == [[1, 2], [5]]
+    # Giving object 1 again makes that frame its new reference.
+    again = _mask({1: (0, 10, 0, 10)})
+    predictor.step(state, frames[0], again)
+    assert [g.object_ids for g in state.groups] == [[2], [5], [1]]
+    assert state.object_ids == [1, 2, 5]
+
+
+def test_propagate_equals_stepping(predictor: VideoPredictor) -> None:
+    frames = _frames(4, seed=3)
+    first = _mask({4: (5, 25, 5, 35)})
+    state = predictor.init_state(frames)
+    predictor.add_mask(state, 0, first)
+    streamed = [p.labels for p in predictor.propagate(state)]
+    manual_state = predictor.init_state()
+    manual = [predictor.step(manual_state, f, first if i == 0 else None).labels for i, f in enumerate(frames)]
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, manual, strict=True))
+
+
+def _state_bytes(state: VideoState) -> int:
+    tensors = [*state.prev.keys.values(), state.prev.mask]
+    for g in state.groups:
+        tensors += [*g.ref.keys.values(), g.ref.mask]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_memory_does_not_grow_with_video_length(predictor: VideoPredictor) -> None:
+    rng = np.random.default_rng(4)
+    state = predictor.init_state()
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    predictor.step(state, image, _mask({1: (5, 20, 5, 30), 2: (25, 45, 40, 70)}))
+    sizes = []
+    for i in range(60):
+        predictor.step(state, image)
+        if i in (5, 59):
+            sizes.append(_state_bytes(state))
+    assert sizes[0] == sizes[1]
+    assert state.next_index == 61
+
+
+def test_resized_videos_come_back_at_input_size() -> None:
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"),
+                  encoder_weights=None)
+    pred = VideoPredictor(model, device="cpu", resolution=32)
+    state = pred.init_state()
+    frames = _frames(2, seed=5)
+    pred.step(state, frames[0], _mask({1: (5, 40, 5, 60)}))
+    assert state.geometry.work == (32, 53)
+    assert pred.step(state, frames[1]).labels.shape == (H, W)
+
+
+def test_bijective_matching_needs_the_surjective_branch() -> None:
+    model = EMVOS(ModelConfig(encoder="tiny-test", branches=("em",)), encoder_weights=None)
+    with pytest.raises(EmvosInputError, match="surjective"):
+        VideoPredictor(model, device="cpu", bijective=Bijective.with_defaults("topk"))
+
+
+@pytest.mark.parametrize("kind", ["kernel", "topk"])
+def test_bijective_matching_runs(predictor: VideoPredictor, kind: str) -> None:
+    pred = VideoPredictor(predictor.model, device="cpu", resolution=0, bijective=Bijective.with_defaults(kind))
+    state = pred.init_state()
+    frames = _frames(2, seed=6)
+    pred.step(state, frames[0], _mask({1: (5, 40, 5, 60)}))
+    assert pred.step(state, frames[1]).labels.shape == (H, W)
+
+
+def test_aggregation_is_a_distribution_that_respects_confident_objects() -> None:
+    fg = torch.rand(3, 10, 12)
+    probs = torch.stack([1 - fg, fg], dim=1)
+    agg = aggregate(probs)
+    assert agg.shape == (4, 10, 12)
+    assert torch.allclose(agg.sum(0), torch.ones(10, 12), atol=1e-5)
+    # An object that is certain wins its pixels; no object wins where all say background.
+    fg[1, 0, 0], fg[:, 1, 1] = 1.0, 0.0
+    agg = aggregate(torch.stack([1 - fg, fg], dim=1))
+    assert agg[:, 0, 0].argmax() == 2 and agg[:, 1, 1].argmax() == 0
+    # Aggregation keeps each object's ordering of pixels.
+    single = aggregate(torch.stack([1 - fg[:1], fg[:1]], dim=1))[1]
+    order = fg[0].flatten().argsort()
+    assert torch.all(single.flatten()[order].diff() >= -1e-6)
+
+
+def test_geometry_pads_centred_and_restores() -> None:
+    geo = Geometry.for_frames((50, 70), resolution=0, stride=16)
+    assert geo.padded == (64, 80)
+    assert geo.pad == (5, 5, 7, 7)
+    geo = Geometry.for_frames((49, 69), resolution=0, stride=16)
+    assert geo.pad == (6, 5, 8, 7)  # the extra pixel goes left / top
+    x = torch.rand(1, 2, 49, 69)
+    assert torch.equal(geo.restore(geo.mask(x)), x)
+    geo = Geometry.for_frames((240, 432), resolution=480, stride=16)
+    assert geo.work == (480, 864) and geo.resized
+    assert Geometry.for_frames((720, 1280), resolution=480, stride=16).work == (480, 853)
