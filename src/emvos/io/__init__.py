@@ -1,0 +1,52 @@
+"""Input and output: streaming frames, reading object masks, writing label PNGs and overlay videos.
+
+Every problem with the user's files is raised as :class:`emvos.errors.EmvosInputError` with a
+one-line message that names the file and says how to fix it.
+"""
+
+from emvos.io.frames import (
+    DEFAULT_PREFETCH,
+    FOLDER_FPS,
+    FRAME_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FolderFrames,
+    Frame,
+    FrameSource,
+    VideoFrames,
+    natural_sort_key,
+    open_frames,
+)
+from emvos.io.masks import (
+    DAVIS_PALETTE,
+    MaskImage,
+    MaskMode,
+    check_mask_size,
+    collect_masks,
+    full_palette,
+    read_mask,
+)
+from emvos.io.writers import DEFAULT_QUEUE_DEPTH, LabelWriter, OverlayWriter, overlay
+
+__all__ = [
+    "DAVIS_PALETTE",
+    "DEFAULT_PREFETCH",
+    "DEFAULT_QUEUE_DEPTH",
+    "FOLDER_FPS",
+    "FRAME_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "FolderFrames",
+    "Frame",
+    "FrameSource",
+    "LabelWriter",
+    "MaskImage",
+    "MaskMode",
+    "OverlayWriter",
+    "VideoFrames",
+    "check_mask_size",
+    "collect_masks",
+    "full_palette",
+    "natural_sort_key",
+    "open_frames",
+    "overlay",
+    "read_mask",
+]

@@ -1,0 +1,355 @@
+"""Writing results: one label PNG per frame, and an mp4 with the masks drawn over the frames.
+
+Both writers encode on a background thread behind a bounded queue, so encoding overlaps the
+caller's compute, and both write atomically: a file appears under its final name only once it
+is complete (it is written to a hidden temporary name in the same folder, then ``os.replace``\\ d).
+
+When the ``with`` block ends with an exception (including ``KeyboardInterrupt``), queued frames
+that were not started are dropped. :class:`LabelWriter` keeps the PNGs already finished, since each
+is a complete, valid result for its frame and a rerun overwrites them; no half-written PNG is ever
+left. :class:`OverlayWriter` discards the unfinished video, since an mp4 is only valid once closed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import suppress
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import cast
+
+import av
+import numpy as np
+from PIL import Image
+
+from emvos.errors import EmvosInputError
+from emvos.io._background import BackgroundWorker
+from emvos.io.masks import MaskMode, full_palette
+
+#: How many frames may wait for encoding before ``write`` blocks, by default.
+DEFAULT_QUEUE_DEPTH = 4
+
+
+def _temporary_path(target: Path, suffix: str = ".tmp") -> Path:
+    """A hidden name next to ``target``, unique to this process, ending with ``suffix``."""
+    return target.with_name(f".{target.stem}.{os.getpid()}.tmp{suffix}")
+
+
+def _remove(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _write_error(path: Path, error: OSError) -> EmvosInputError:
+    reason = error.strerror or str(error)
+    return EmvosInputError(f"{path}: cannot write ({reason}); check free disk space and write permission")
+
+
+def _prepare_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and parents) or raise a one-line error if that is impossible."""
+    if folder.exists() and not folder.is_dir():
+        raise EmvosInputError(
+            f"{folder}: {what} is a file, not a folder; pass a folder path or remove the file"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmvosInputError(
+            f"{folder}: cannot create the {what} ({error.strerror or error}); choose another path"
+        ) from error
+
+
+def _check_labels(labels: np.ndarray) -> None:
+    if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.dtype != np.uint8:
+        raise ValueError(f"labels must be an (H, W) uint8 numpy array, got {_describe(labels)}")
+
+
+def _describe(array: object) -> str:
+    if isinstance(array, np.ndarray):
+        return f"{array.dtype} array of shape {array.shape}"
+    return type(array).__name__
+
+
+class LabelWriter:
+    """Saves one label PNG per frame, ``out_dir/<name>.png``, encoded on a background thread.
+
+    Use it as a context manager. PNGs are indexed with ``palette`` (mode ``P``) or greyscale (mode
+    ``L``, when the input masks were greyscale), so pixel values are the object ids, exactly.
+
+    Args:
+        out_dir: Output folder; created if missing.
+        palette: Flat ``[r, g, b, ...]`` palette for mode ``P`` (entries it lacks are taken from
+            the DAVIS palette; ``None`` means the DAVIS palette). Ignored for mode ``L``.
+        mode: ``"P"`` or ``"L"``, usually the input mask's :attr:`MaskImage.mode`.
+        queue_depth: How many frames may wait for encoding before :meth:`write` blocks.
+
+    Raises:
+        EmvosInputError: ``out_dir`` is a file or cannot be created (before any work is done).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        palette: Sequence[int] | None = None,
+        mode: MaskMode = "P",
+        *,
+        queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    ) -> None:
+        if mode not in ("P", "L"):
+            raise ValueError(f"mode must be 'P' or 'L', got {mode!r}")
+        self.out_dir = Path(out_dir)
+        self.mode = mode
+        self._palette = full_palette(palette) if mode == "P" else None
+        _prepare_folder(self.out_dir, "output folder")
+        self._worker: BackgroundWorker[tuple[str, np.ndarray]] = BackgroundWorker(
+            self._save, queue_depth, name="emvos-png-writer"
+        )
+
+    def write(self, name: str, labels: np.ndarray) -> None:
+        """Queue ``labels`` (``(H, W) uint8`` object ids) to be saved as ``out_dir/<name>.png``.
+
+        The array is copied, so the caller may reuse it. Raises the error of an earlier failed
+        write (as :class:`EmvosInputError`), if any.
+        """
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"name must be a plain file stem, got {name!r}")
+        _check_labels(labels)
+        self._worker.submit((name, labels.copy()))
+
+    def _save(self, item: tuple[str, np.ndarray]) -> None:
+        name, labels = item
+        target = self.out_dir / f"{name}.png"
+        temporary = _temporary_path(target)
+        image = Image.fromarray(labels, mode="L")
+        if self._palette is not None:
+            image.putpalette(self._palette)  # turns the L image into a P image with the same indices
+        try:
+            image.save(temporary, format="PNG")
+            os.replace(temporary, target)
+        except OSError as error:
+            raise _write_error(target, error) from error
+        finally:
+            _remove(temporary)
+
+    def close(self, *, discard_pending: bool = False) -> None:
+        """Wait until every queued PNG is written; re-raise a write error.
+
+        With ``discard_pending`` (used when the ``with`` block failed), frames not yet started
+        are dropped and write errors are not raised.
+        """
+        self._worker.close(discard_pending=discard_pending)
+
+    def __enter__(self) -> LabelWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close(discard_pending=exc_type is not None)
+
+
+def _contours(labels: np.ndarray, width: int) -> np.ndarray:
+    """``(H, W) bool``: object pixels within ``width`` pixels (square window) of another label."""
+    height, image_width = labels.shape
+    padded = np.pad(labels, width, mode="edge")  # the image border is not an object boundary
+    same = np.ones(labels.shape, dtype=bool)
+    for dy in range(-width, width + 1):
+        for dx in range(-width, width + 1):
+            if dy or dx:
+                window = padded[width + dy : width + dy + height, width + dx : width + dx + image_width]
+                same &= window == labels
+    return (labels > 0) & ~same
+
+
+def overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: Sequence[int] | None = None,
+    *,
+    alpha: float = 0.5,
+    contour_width: int = 2,
+) -> np.ndarray:
+    """Draw masks over a frame: each object's palette colour blended in, plus a solid contour.
+
+    Args:
+        image: ``(H, W, 3) uint8`` RGB frame.
+        labels: ``(H, W) uint8`` object ids, 0 = background (left untouched).
+        palette: Flat ``[r, g, b, ...]`` palette indexed by object id (``None``: DAVIS palette).
+        alpha: Weight of the object colour in the blend.
+        contour_width: Width in pixels of the contour drawn inside each object's boundary
+            (0 for none).
+
+    Returns:
+        A new ``(H, W, 3) uint8`` RGB image.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {_describe(image)}")
+    _check_labels(labels)
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
+    colours = np.array(full_palette(palette), dtype=np.float32).reshape(256, 3)
+    result = image.copy()
+    objects = labels > 0
+    blended = (1.0 - alpha) * image[objects] + alpha * colours[labels[objects]]
+    result[objects] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    if contour_width > 0:
+        edges = _contours(labels, contour_width)
+        result[edges] = colours[labels[edges]].astype(np.uint8)
+    return result
+
+
+def _video_codec() -> str:
+    """``libx264`` when this PyAV build has it (compact, plays everywhere), else ``mpeg4``."""
+    try:
+        av.codec.Codec("libx264", "w")
+    except av.codec.codec.UnknownCodecError:
+        return "mpeg4"
+    return "libx264"
+
+
+class OverlayWriter:
+    """Writes an mp4 of frames with their masks drawn on (see :func:`overlay`), on a background thread.
+
+    Use it as a context manager. The video is encoded with H.264 (``libx264``) when PyAV has it,
+    else MPEG-4 part 2, in ``yuv420p`` for compatibility with players. ``yuv420p`` needs even
+    dimensions: an odd width or height is padded by one pixel, repeating the last column or row,
+    so the video is at most one pixel larger than the frames (cropping would drop mask pixels).
+
+    The video is written to a hidden temporary file next to ``path`` and renamed to ``path`` when
+    the ``with`` block ends without error; on error it is deleted.
+
+    Args:
+        path: Output ``.mp4`` file; its folder is created if missing.
+        fps: Frames per second.
+        size: ``(H, W)`` of the frames that will be written.
+        palette: Flat ``[r, g, b, ...]`` palette indexed by object id (``None``: DAVIS palette).
+        queue_depth: How many frames may wait for encoding before :meth:`write` blocks.
+
+    Raises:
+        EmvosInputError: ``path`` is not an ``.mp4`` path, is a folder, or its folder cannot be
+            created (before any work is done).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        size: tuple[int, int],
+        *,
+        palette: Sequence[int] | None = None,
+        queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise EmvosInputError(f"{self.path}: overlay videos are mp4 files; give a path ending in .mp4")
+        if self.path.is_dir():
+            raise EmvosInputError(
+                f"{self.path}: is a folder; give the path of an .mp4 file for the overlay video"
+            )
+        _prepare_folder(self.path.parent, "folder of the overlay video")
+        self.size = (int(size[0]), int(size[1]))
+        self.palette = full_palette(palette)
+        self.codec = _video_codec()
+        self._frames_written = 0
+        self._closed = False
+        self._temporary = _temporary_path(self.path, ".mp4")
+        rate = Fraction(fps).limit_denominator(1001)
+        height, width = self.size
+        try:
+            self._container = av.open(str(self._temporary), "w", format="mp4")
+        except av.error.FFmpegError as error:
+            raise EmvosInputError(
+                f"{self.path}: cannot create the video ({error}); choose another path"
+            ) from error
+        self._stream = cast(av.VideoStream, self._container.add_stream(self.codec, rate=rate))
+        self._stream.width = width + width % 2
+        self._stream.height = height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        if self.codec == "libx264":
+            self._stream.options = {"crf": "20", "preset": "fast"}
+        else:
+            self._stream.bit_rate = max(1_000_000, int(0.25 * width * height * float(rate)))
+        self._time_base = 1 / rate
+        self._worker: BackgroundWorker[tuple[np.ndarray, np.ndarray]] = BackgroundWorker(
+            self._encode, queue_depth, name="emvos-overlay-writer"
+        )
+
+    def write(self, image: np.ndarray, labels: np.ndarray) -> None:
+        """Queue one frame: ``image`` ``(H, W, 3) uint8`` RGB with ``labels`` ``(H, W) uint8`` ids.
+
+        Both arrays are copied, so the caller may reuse them. Raises the error of an earlier
+        failed frame (as :class:`EmvosInputError`), if any.
+        """
+        if image.shape != (*self.size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"image must be a {(*self.size, 3)} uint8 array, got {_describe(image)}")
+        _check_labels(labels)
+        if labels.shape != self.size:
+            raise ValueError(f"labels must have shape {self.size}, got {labels.shape}")
+        self._worker.submit((image.copy(), labels.copy()))
+
+    def _encode(self, item: tuple[np.ndarray, np.ndarray]) -> None:
+        image, labels = item
+        drawn = overlay(image, labels, self.palette)
+        height, width = self.size
+        if height % 2 or width % 2:
+            drawn = np.pad(drawn, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
+        frame.pts = self._frames_written
+        frame.time_base = self._time_base
+        try:
+            self._mux(self._stream.encode(frame))
+        except (OSError, av.error.FFmpegError) as error:
+            raise EmvosInputError(f"{self.path}: cannot encode the overlay video ({error})") from error
+        self._frames_written += 1
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._container.mux(packet)
+
+    def close(self, *, discard_pending: bool = False) -> None:
+        """Finish the video and rename it to :attr:`path`; re-raise an encoding error.
+
+        With ``discard_pending`` (used when the ``with`` block failed), queued frames are dropped
+        and the unfinished video is deleted instead. Calling it again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._worker.close(discard_pending=discard_pending)
+            if not discard_pending:
+                self._finish()
+        finally:
+            with suppress(OSError, av.error.FFmpegError):
+                self._container.close()
+            _remove(self._temporary)
+
+    def _finish(self) -> None:
+        """Flush the encoder, close the file and move it to its final name."""
+        try:
+            self._mux(self._stream.encode(None))
+            self._container.close()
+        except (OSError, av.error.FFmpegError) as error:
+            raise EmvosInputError(f"{self.path}: cannot encode the overlay video ({error})") from error
+        try:
+            os.replace(self._temporary, self.path)
+        except OSError as error:
+            raise _write_error(self.path, error) from error
+
+    def __enter__(self) -> OverlayWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close(discard_pending=exc_type is not None)

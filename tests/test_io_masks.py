@@ -1,0 +1,198 @@
+"""Reading masks: accepted and rejected formats, the DAVIS palette, and assigning masks to frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emvos.errors import EmvosInputError
+from emvos.io import DAVIS_PALETTE, check_mask_size, collect_masks, full_palette, open_frames, read_mask
+
+NAMES = [f"{index:05d}" for index in range(10)]
+
+
+def _labels(ids: tuple[int, ...] = (1,), height: int = 12, width: int = 16) -> np.ndarray:
+    """``(H, W) uint8`` labels with one vertical band per id and background on the left."""
+    labels = np.zeros((height, width), dtype=np.uint8)
+    for position, object_id in enumerate(ids):
+        labels[:, 2 + 3 * position : 5 + 3 * position] = object_id
+    return labels
+
+
+def _save_palette_mask(path: Path, labels: np.ndarray, palette: list[int] = DAVIS_PALETTE) -> Path:
+    image = Image.fromarray(labels, mode="L")
+    image.putpalette(palette)
+    image.save(path)
+    return path
+
+
+def test_davis_palette_is_the_voc_colour_map() -> None:
+    assert len(DAVIS_PALETTE) == 768
+    colours = [tuple(DAVIS_PALETTE[3 * index : 3 * index + 3]) for index in range(256)]
+    assert colours[:9] == [
+        (0, 0, 0),
+        (128, 0, 0),
+        (0, 128, 0),
+        (128, 128, 0),
+        (0, 0, 128),
+        (128, 0, 128),
+        (0, 128, 128),
+        (128, 128, 128),
+        (64, 0, 0),
+    ]
+    assert colours[9] == (192, 0, 0) and colours[255] == (224, 224, 192)
+    assert len(set(colours)) == 256
+
+
+def test_full_palette_fills_missing_entries_from_davis() -> None:
+    assert full_palette(None) == DAVIS_PALETTE
+    assert full_palette([1, 2, 3]) == [1, 2, 3] + DAVIS_PALETTE[3:]
+
+
+def test_palette_mask_keeps_ids_with_gaps_and_the_palette(tmp_path: Path) -> None:
+    labels = _labels((3, 200))
+    palette = [(7 * value) % 256 for value in range(768)]
+    mask = read_mask(_save_palette_mask(tmp_path / "m.png", labels, palette))
+
+    assert mask.mode == "P"
+    assert mask.palette == palette
+    assert mask.labels.dtype == np.uint8
+    np.testing.assert_array_equal(mask.labels, labels)
+    assert mask.object_ids == [3, 200]
+    assert mask.size == (12, 16)
+
+
+def test_greyscale_mask_is_one_object_with_id_255(tmp_path: Path) -> None:
+    labels = _labels((255,))
+    Image.fromarray(labels, mode="L").save(tmp_path / "m.png")
+
+    mask = read_mask(tmp_path / "m.png")
+
+    assert (mask.mode, mask.palette, mask.object_ids) == ("L", None, [255])
+    np.testing.assert_array_equal(mask.labels, labels)
+
+
+def test_one_bit_mask_reads_as_greyscale(tmp_path: Path) -> None:
+    Image.fromarray(_labels((255,)), mode="L").convert("1").save(tmp_path / "m.png")
+
+    mask = read_mask(tmp_path / "m.png")
+
+    assert (mask.mode, mask.object_ids) == ("L", [255])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
+def test_colour_masks_are_rejected_with_how_to_save_them(tmp_path: Path, mode: str) -> None:
+    Image.fromarray(_labels((255,)), mode="L").convert(mode).save(tmp_path / "colour.png")
+    with pytest.raises(
+        EmvosInputError, match=r"colour\.png.*indexed \(palette\) PNG whose pixel values are object ids"
+    ):
+        read_mask(tmp_path / "colour.png")
+
+
+def test_16_bit_mask_is_rejected(tmp_path: Path) -> None:
+    Image.fromarray(_labels((1,)).astype(np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(EmvosInputError, match=r"deep\.png.*16/32-bit"):
+        read_mask(tmp_path / "deep.png")
+
+
+def test_lossy_or_non_png_mask_is_rejected(tmp_path: Path) -> None:
+    Image.fromarray(_labels((255,)), mode="L").save(tmp_path / "mask.jpg")
+    Image.fromarray(_labels((1,)).astype(np.int32), mode="I").save(tmp_path / "mask.tif")
+    for name in ("mask.jpg", "mask.tif"):
+        with pytest.raises(EmvosInputError, match=rf"{name}.*lossless PNG"):
+            read_mask(tmp_path / name)
+
+
+def test_empty_mask_is_rejected(tmp_path: Path) -> None:
+    _save_palette_mask(tmp_path / "empty.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(EmvosInputError, match=r"empty\.png.*no object"):
+        read_mask(tmp_path / "empty.png")
+
+
+def test_unreadable_and_missing_masks(tmp_path: Path) -> None:
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(EmvosInputError, match=r"junk\.png.*cannot read"):
+        read_mask(tmp_path / "junk.png")
+    with pytest.raises(EmvosInputError, match=r"gone\.png.*no such mask"):
+        read_mask(tmp_path / "gone.png")
+
+
+def test_check_mask_size(tmp_path: Path) -> None:
+    mask = read_mask(_save_palette_mask(tmp_path / "m.png", _labels()))
+    check_mask_size(mask, (12, 16), tmp_path / "m.png")
+    with pytest.raises(EmvosInputError, match=r"m\.png.*16x12.*20x10.*resize"):
+        check_mask_size(mask, (10, 20), tmp_path / "m.png")
+
+
+def test_lone_mask_with_unknown_name_annotates_the_first_frame(tmp_path: Path) -> None:
+    path = _save_palette_mask(tmp_path / "first.png", _labels())
+
+    masks = collect_masks([path], NAMES)
+
+    assert list(masks) == [0]
+    assert masks[0][0] == path and masks[0][1].object_ids == [1]
+
+
+def test_masks_go_to_the_frame_named_like_them(tmp_path: Path) -> None:
+    late = _save_palette_mask(tmp_path / "00007.png", _labels((2,)))
+    first = _save_palette_mask(tmp_path / "00000.png", _labels((1,)))
+
+    assert {index: path for index, (path, _) in collect_masks([late], NAMES).items()} == {7: late}
+    masks = collect_masks([late, first], NAMES)
+    assert list(masks) == [0, 7]
+    assert [mask.object_ids for _, mask in masks.values()] == [[1], [2]]
+
+
+def test_folder_of_masks(tmp_path: Path) -> None:
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for name in ("00000.png", "00003.png"):
+        _save_palette_mask(folder / name, _labels())
+    (folder / "notes.txt").write_text("ignored")
+
+    assert list(collect_masks([folder], NAMES)) == [0, 3]
+
+
+def test_one_of_several_masks_matching_no_frame_is_an_error(tmp_path: Path) -> None:
+    paths = [_save_palette_mask(tmp_path / name, _labels()) for name in ("00000.png", "stray.png")]
+    with pytest.raises(EmvosInputError, match=r"stray\.png.*matches no frame"):
+        collect_masks(paths, NAMES)
+
+
+def test_two_masks_for_one_frame_is_an_error(tmp_path: Path) -> None:
+    paths = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        paths.append(_save_palette_mask(tmp_path / folder / "00002.png", _labels()))
+    with pytest.raises(EmvosInputError, match=r"00002\.png.*already has"):
+        collect_masks(paths, NAMES)
+
+
+def test_mask_spec_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mask = _save_palette_mask(tmp_path / "00000.png", _labels())
+    with pytest.raises(EmvosInputError, match="empty.*no .png masks"):
+        collect_masks([empty], NAMES)
+    with pytest.raises(EmvosInputError, match="empty.*one folder of masks or mask files"):
+        collect_masks([empty, mask], NAMES)
+    with pytest.raises(EmvosInputError, match=r"missing\.png.*no such"):
+        collect_masks([tmp_path / "missing.png"], NAMES)
+    with pytest.raises(EmvosInputError, match=r"00000\.png.*16x12.*8x8"):
+        collect_masks([mask], NAMES, frame_size=(8, 8))
+
+
+def test_davis_2017_sample_first_mask(davis2017_sample_root: Path) -> None:
+    frames = open_frames(davis2017_sample_root / "JPEGImages" / "480p" / "schoolgirls")
+    first_mask = davis2017_sample_root / "Annotations" / "480p" / "schoolgirls" / "00000.png"
+
+    masks = collect_masks([first_mask], frames.names, frame_size=frames.size)
+
+    assert list(masks) == [0]
+    mask = masks[0][1]
+    assert mask.mode == "P"
+    assert mask.object_ids == [1, 2, 3, 4, 5, 6, 7]
+    assert mask.palette is not None and mask.palette[: 3 * 8] == DAVIS_PALETTE[: 3 * 8]
