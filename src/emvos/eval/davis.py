@@ -37,7 +37,7 @@ import json
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from emvos.errors import EmvosInputError
-from emvos.eval.metrics import Statistics, boundary_f_measure, object_statistics, region_similarity
+from emvos.eval.metrics import Statistics, object_statistics, region_and_boundary
 
 #: The DAVIS editions :func:`evaluate_results` understands.
 YEARS = (2016, 2017)
@@ -280,7 +280,12 @@ def _plan_sequence(root: Path, results_dir: Path, name: str, year: int) -> _Sequ
 
 
 def _read_labels(path: Path, what: str) -> LabelArray:
-    """The (H, W) integer labels of a single-channel PNG; raises EmvosInputError naming ``path``."""
+    """The (H, W) integer labels of a single-channel PNG; raises EmvosInputError naming ``path``.
+
+    Palette, grayscale, bilevel and integer images are read as they are; a grayscale or palette
+    image with a fully opaque alpha band (some DAVIS-2016 annotations are saved so) is read without
+    it.
+    """
     try:
         with Image.open(path) as image:
             mode = image.mode
@@ -289,6 +294,8 @@ def _read_labels(path: Path, what: str) -> LabelArray:
         raise EmvosInputError(
             f"cannot read {what} {path} as a PNG ({exc}); re-save it as an indexed (palette) PNG"
         ) from None
+    if mode in ("LA", "PA") and bool(np.all(labels[..., 1] == 255)):
+        labels = labels[..., 0]
     if labels.ndim != 2 or labels.dtype.kind not in "biu":
         raise EmvosInputError(
             f"{what} {path} is a {mode}-mode image; object masks must be single-channel indexed (palette) "
@@ -320,36 +327,42 @@ def _evaluate_sequence(job: _SequenceJob) -> list[ObjectResult]:
     )
     frames = tuple(path.stem for path in job.annotations)
 
-    if job.year == 2016:
-        gt = (gt != 0).astype(np.uint8)
-        results = (results != 0).astype(np.uint8)
-        n_objects = 1
-    else:
-        n_objects = int(np.where(first == 255, 0, first).max())
-        if n_objects == 0:
-            raise EmvosInputError(
-                f"annotation {job.first_annotation} has no object ids (1-254); for DAVIS-2016 masks "
-                "(0/255) use --year 2016"
-            )
-        per_frame_max = results.reshape(len(frames), -1).max(axis=1)
-        too_high = np.flatnonzero(per_frame_max > n_objects)
-        if too_high.size:
-            index = int(too_high[0])
-            raise EmvosInputError(
-                f"result mask {job.results[index]} holds object id {int(per_frame_max[index])} but sequence "
-                f"{job.name!r} has {n_objects} objects; use the ids of the first annotation"
-            )
-
     scores = []
-    for object_id in range(1, n_objects + 1):
-        gt_masks = gt == object_id
-        result_masks = results == object_id
-        j = region_similarity(gt_masks, result_masks)
-        f = boundary_f_measure(gt_masks, result_masks)
+    for object_id, gt_masks, result_masks in _object_masks(job, first, gt, results):
+        j, f = region_and_boundary(gt_masks, result_masks)
         scores.append(
             ObjectResult(job.name, object_id, frames, j, f, object_statistics(j), object_statistics(f))
         )
     return scores
+
+
+def _object_masks(
+    job: _SequenceJob, first: LabelArray, gt: LabelArray, results: LabelArray
+) -> Iterator[tuple[int, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]]:
+    """``(object id, gt masks, result masks)`` of each object, masks of shape (T, H, W), one at a time.
+
+    ``first`` is the first annotation (H, W); ``gt`` and ``results`` are the scored frames' labels
+    (T, H, W).
+    """
+    if job.year == 2016:
+        yield 1, gt != 0, results != 0
+        return
+    n_objects = int(np.where(first == 255, 0, first).max())
+    if n_objects == 0:
+        raise EmvosInputError(
+            f"annotation {job.first_annotation} has no object ids (1-254); for DAVIS-2016 masks "
+            "(0/255) use --year 2016"
+        )
+    per_frame_max = results.reshape(len(results), -1).max(axis=1)
+    too_high = np.flatnonzero(per_frame_max > n_objects)
+    if too_high.size:
+        index = int(too_high[0])
+        raise EmvosInputError(
+            f"result mask {job.results[index]} holds object id {int(per_frame_max[index])} but sequence "
+            f"{job.name!r} has {n_objects} objects; use the ids of the first annotation"
+        )
+    for object_id in range(1, n_objects + 1):
+        yield object_id, gt == object_id, results == object_id
 
 
 def _format_value(value: float) -> str:
