@@ -1,0 +1,116 @@
+"""``emvos segment``: segment the objects of a video from their masks."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from emvos.errors import EmvosInputError
+from emvos.inference.predictor import DEFAULT_RESOLUTION, VideoPredictor
+from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.model.config import BRANCH_SETS, Bijective
+
+#: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
+MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs the network (``segment``, ``benchmark``)."""
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="emvos checkpoint or official EMVOS state dict (default: the model shipped with emvos)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
+                        help="resize frames so the shorter side has this length; 0 keeps the size (default 480)")
+    parser.add_argument("--matching", choices=MATCHING_CHOICES, default=None,
+                        help="matching branches; bm-kernel / bm-topk replace surjective matching with bijective "
+                             "matching at test time (default: the branches the model was trained with)")
+    parser.add_argument("--k1", type=float, default=None,
+                        help="bijective K1 (first frame): kernel std in stride-16 cells or top-K count "
+                             "(default: the paper's best, 32 / 128)")
+    parser.add_argument("--k2", type=float, default=None,
+                        help="bijective K2 (previous frame) (default: the paper's best, 32 / 16)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+
+
+def build_predictor(args: argparse.Namespace) -> VideoPredictor:
+    """The predictor the inference options describe; checks ``--matching`` against the model."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device != "auto" and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    predictor = VideoPredictor.from_checkpoint(args.checkpoint, device=args.device, resolution=args.resolution)
+    matching = args.matching
+    trained = predictor.model.config.matching
+    if matching in BRANCH_SETS and matching != trained:
+        raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
+                              f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
+    if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
+        raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; add --matching bm-kernel or bm-topk")
+    if matching in ("bm-kernel", "bm-topk"):
+        bijective = Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
+        predictor = VideoPredictor(predictor.model, device=predictor.device, resolution=args.resolution,
+                                   bijective=bijective)
+    return predictor
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``emvos segment``."""
+    parser = subparsers.add_parser(
+        "segment", help="segment objects through a video, given their masks",
+        description="Segment the objects of a video. Give the objects' masks at the frame where each first "
+                    "appears; emvos writes one indexed PNG of object ids per frame.")
+    parser.add_argument("input", type=Path, help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
+    parser.add_argument("--mask", type=Path, nargs="+", required=True,
+                        help="indexed PNG(s) of object ids (0 = background) named after the frame they annotate "
+                             "(a single mask with another name annotates the first frame), or a folder of them")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the label PNGs")
+    parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every input, then segment the video, streaming frames in and PNGs out."""
+    frames = open_frames(args.input)
+    names = frames.names
+    masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
+                          frame_size=frames.size)
+    if args.out.exists() and not args.out.is_dir():
+        raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
+    if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
+        raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
+    predictor = build_predictor(args)
+
+    first_mask = masks[min(masks)][1]
+    state = predictor.init_state()
+    seen: set[int] = set()
+    count = 0
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode))
+        overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size,
+                                                     palette=first_mask.palette))
+                   if args.overlay else None)
+        bar = stack.enter_context(tqdm(total=frames.num_frames, unit="frame", disable=args.quiet, desc="segment"))
+        for frame in frames:
+            given = masks.get(frame.index)
+            pred = predictor.step(state, frame.image, None if given is None else given[1].labels)
+            writer.write(frame.name, pred.labels)
+            if overlay is not None:
+                overlay.write(frame.image, pred.labels)
+            seen.update(pred.object_ids)
+            count += 1
+            bar.update()
+            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(pred.object_ids))
+    elapsed = time.perf_counter() - start
+    print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
+          f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
+    return 0
