@@ -175,6 +175,16 @@ def _average_fps(stream: av.video.stream.VideoStream) -> float:
     return FOLDER_FPS
 
 
+def _count_packets(path: Path) -> int | None:
+    """Frames of a video whose container does not store the count (webm, mkv), by demuxing it.
+
+    Demuxing reads packets without decoding them, so this costs a fraction of a decode.
+    """
+    with av.open(str(path)) as container:
+        count = sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+    return count or None
+
+
 class VideoFrames(FrameSource):
     """The frames of a video file decoded with PyAV, named ``00000``, ``00001``, ...
 
@@ -195,7 +205,7 @@ class VideoFrames(FrameSource):
                     raise EmvosInputError(f"{path}: video has no frames; {_REENCODE_HINT}")
                 size = _video_rgb(first).shape[:2]
                 fps = _average_fps(stream)
-                num_frames = stream.frames or None
+                num_frames = stream.frames or _count_packets(path)
         except av.error.FFmpegError as error:
             raise EmvosInputError(f"{path}: cannot decode this video ({error}); {_REENCODE_HINT}") from error
         super().__init__(path, size, fps, num_frames, prefetch_depth)

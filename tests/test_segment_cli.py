@@ -1,0 +1,174 @@
+"""``emvos segment`` end to end, and every bad input it must refuse cleanly (exit 2, one line)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emvos.cli import main
+from emvos.inference import predictor as predictor_module
+from emvos.model.checkpoint import save_checkpoint
+from emvos.model.config import ModelConfig
+from emvos.model.network import EMVOS
+
+H, W = 48, 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None))
+    return path
+
+
+def _frames_folder(root: Path, n: int = 5) -> Path:
+    folder = root / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(folder / f"f{i}.jpg")
+    return folder
+
+
+def _mask(path: Path, boxes: dict[int, tuple[int, int, int, int]], mode: str = "P") -> Path:
+    m = np.zeros((H, W), np.uint8)
+    for oid, (y0, y1, x0, x1) in boxes.items():
+        m[y0:y1, x0:x1] = oid
+    img = Image.fromarray(m, mode="L")
+    if mode == "P":
+        img.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10] + [7] * (768 - 9))
+    img.save(path)
+    return path
+
+
+def _segment(*args: object) -> int:
+    return main(["segment", *map(str, args), "--quiet", "--threads", "1"])
+
+
+def test_schoolgirls_seven_objects(davis2017_sample_root: Path, tmp_path: Path, checkpoint: Path) -> None:
+    frames = tmp_path / "schoolgirls"
+    frames.mkdir()
+    src = davis2017_sample_root / "JPEGImages" / "480p" / "schoolgirls"
+    for f in sorted(src.glob("*.jpg"))[:4]:
+        shutil.copy(f, frames / f.name)
+    mask_path = davis2017_sample_root / "Annotations" / "480p" / "schoolgirls" / "00000.png"
+    out = tmp_path / "out"
+    assert _segment(frames, "--mask", mask_path, "--out", out, "--checkpoint", checkpoint,
+                    "--resolution", 0, "--overlay", tmp_path / "overlay.mp4") == 0
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == [f"{i:05d}.png" for i in range(4)]
+    given = Image.open(mask_path)
+    first = Image.open(written[0])
+    assert first.mode == "P" and first.getpalette() == given.getpalette()
+    assert np.array_equal(np.asarray(first), np.asarray(given))
+    assert set(np.unique(np.asarray(Image.open(written[-1])))) <= set(range(8))
+    with av.open(str(tmp_path / "overlay.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 4
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_generated_mp4_with_an_object_appearing_later(tmp_path: Path, checkpoint: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        rng = np.random.default_rng(1)
+        for _ in range(6):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    _mask(masks / "00000.png", {2: (5, 20, 5, 30)})
+    _mask(masks / "00003.png", {9: (30, 45, 40, 60)})
+    out = tmp_path / "out"
+    assert _segment(video, "--mask", masks, "--out", out, "--checkpoint", checkpoint) == 0
+    labels = [np.asarray(Image.open(out / f"{i:05d}.png")) for i in range(6)]
+    assert labels[0].shape == (H, W)
+    assert 9 not in labels[2] and (labels[3][30:45, 40:60] == 9).all()
+
+
+def test_greyscale_masks_give_greyscale_outputs(tmp_path: Path, checkpoint: Path) -> None:
+    frames = _frames_folder(tmp_path, 3)
+    mask = _mask(tmp_path / "m.png", {255: (5, 30, 5, 40)}, mode="L")
+    out = tmp_path / "out"
+    assert _segment(frames, "--mask", mask, "--out", out, "--checkpoint", checkpoint) == 0
+    first = Image.open(out / "f0.png")
+    assert first.mode == "L" and set(np.unique(np.asarray(first))) == {0, 255}
+
+
+def _bad_input_cases(tmp: Path, checkpoint: Path) -> dict[str, tuple[list[object], str]]:
+    frames = _frames_folder(tmp)
+    good = _mask(tmp / "good.png", {1: (5, 20, 5, 30)})
+    empty_dir = tmp / "empty"
+    empty_dir.mkdir()
+    corrupt = tmp / "corrupt"
+    shutil.copytree(frames, corrupt)
+    (corrupt / "f3.jpg").write_bytes(b"not a jpeg")
+    small = tmp / "small.png"
+    Image.fromarray(np.ones((H // 2, W), np.uint8), mode="L").save(small)
+    no_object = _mask(tmp / "no_object.png", {})
+    rgb = tmp / "rgb.png"
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(rgb)
+    deep = tmp / "deep.png"
+    Image.fromarray(np.ones((H, W), np.uint16) * 300).save(deep)
+    foreign = tmp / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
+    ck = ["--checkpoint", checkpoint]
+    return {
+        "missing input": ([tmp / "nope", "--mask", good, "--out", tmp / "o1", *ck], "nope"),
+        "empty input": ([empty_dir, "--mask", good, "--out", tmp / "o2", *ck], "empty"),
+        "corrupt frame": ([corrupt, "--mask", good, "--out", tmp / "o3", *ck], "f3.jpg"),
+        "size mismatch": ([frames, "--mask", small, "--out", tmp / "o4", *ck], "small.png"),
+        "no object": ([frames, "--mask", no_object, "--out", tmp / "o5", *ck], "no_object.png"),
+        "rgb mask": ([frames, "--mask", rgb, "--out", tmp / "o6", *ck], "rgb.png"),
+        "16-bit mask": ([frames, "--mask", deep, "--out", tmp / "o7", *ck], "deep.png"),
+        "unknown checkpoint": ([frames, "--mask", good, "--out", tmp / "o8", "--checkpoint", foreign], "foreign.pt"),
+        "missing checkpoint": ([frames, "--mask", good, "--out", tmp / "o9", "--checkpoint", tmp / "x.pt"], "x.pt"),
+        "output is a file": ([frames, "--mask", good, "--out", a_file, *ck], "a_file"),
+        "wrong matching": ([frames, "--mask", good, "--out", tmp / "o10", *ck, "--matching", "em"], "--matching"),
+        "k without bm": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--k1", "4"], "--matching"),
+    }
+
+
+CASES = ["missing input", "empty input", "corrupt frame", "size mismatch", "no object", "rgb mask", "16-bit mask",
+         "unknown checkpoint", "missing checkpoint", "output is a file", "wrong matching", "k without bm"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, checkpoint: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    args, needle = _bad_input_cases(tmp_path, checkpoint)[case]
+    assert _segment(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emvos: error: ") and needle in err[0], err
+    assert "Traceback" not in err[0]
+    if case != "corrupt frame":  # refused before any work: nothing was written
+        assert not [p for p in tmp_path.rglob("o*") if p.is_dir() and any(p.iterdir())]
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_no_checkpoint_and_no_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(predictor_module, "SHIPPED_MODEL", tmp_path / "absent.pt")
+    frames = _frames_folder(tmp_path, 2)
+    assert _segment(frames, "--mask", _mask(tmp_path / "m.png", {1: (0, 9, 0, 9)}), "--out", tmp_path / "o") == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("emvos ")
