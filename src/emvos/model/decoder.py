@@ -5,9 +5,9 @@ Three levels run coarse to fine (stride 16, 8, 4). Each level reduces its encode
 1×1 convolution, concatenates what comes from above (the matching scores and the previous mask at
 stride 16; the previous level's two-channel output below that), blends with a 3×3 convolution,
 applies CBAM, and upsamples to the next level with a transposed convolution producing two channels
-(the last one ×4, to full resolution). The 1×1 reductions do not depend on the object, so
-:meth:`Decoder.reduce` runs them once per frame and :meth:`Decoder.forward` broadcasts them over
-objects.
+(the last one ×4, to full resolution). The reductions and the blend's response to them do not
+depend on the object, so :meth:`Decoder.shared` runs them once per frame and
+:meth:`Decoder.forward` broadcasts them over objects.
 """
 
 from __future__ import annotations
@@ -67,18 +67,27 @@ class DecoderLevel(nn.Module):
 
     def __init__(self, feature_channels: int, width: int, extra_channels: int, upscale: int) -> None:
         super().__init__()
+        self.width = width
         self.reduce = conv(feature_channels, width, 1)
         self.blend = conv(width + extra_channels, width, 3)
         self.cbam = CBAM(width)
         # (h - 1) * s - 2 * pad + kernel = s * h with pad 1 and kernel s + 2 (×2: k4, ×4: k6).
         self.up = _init(nn.ConvTranspose2d(width, MASK_CHANNELS, upscale + 2, upscale, 1))
 
-    def forward(self, reduced: Tensor, extra: Tensor) -> Tensor:
-        """``reduced (N or 1, width, h, w)``, ``extra (N, E, h, w)`` -> ``(N, 2, s*h, s*w)``."""
-        if reduced.shape[0] != extra.shape[0]:
-            reduced = reduced.expand(extra.shape[0], -1, -1, -1)
-        x = F.relu(self.blend(torch.cat([reduced, extra], dim=1)))
-        return self.up(self.cbam(x))
+    def shared(self, feature: Tensor) -> Tensor:
+        """The object-independent part of the level: ``(B, C, h, w) -> (B, width, h, w)``.
+
+        The blend convolution is linear in its input, so its response to the reduced feature (bias
+        included) is computed once per frame and the per-object part is added in :meth:`forward`;
+        this equals blending the concatenation, at a fraction of the cost for several objects.
+        """
+        reduced = F.relu(self.reduce(feature))
+        return F.conv2d(reduced, self.blend.weight[:, :self.width], self.blend.bias, padding=self.blend.padding)
+
+    def forward(self, shared: Tensor, extra: Tensor) -> Tensor:
+        """``shared (N or 1, width, h, w)`` from :meth:`shared`, ``extra (N, E, h, w)`` -> ``(N, 2, s*h, s*w)``."""
+        per_object = F.conv2d(extra, self.blend.weight[:, self.width:], None, padding=self.blend.padding)
+        return self.up(self.cbam(F.relu(shared + per_object)))
 
 
 class Decoder(nn.Module):
@@ -101,23 +110,23 @@ class Decoder(nn.Module):
             DecoderLevel(c4, w4, MASK_CHANNELS, upscale=4),
         ])
 
-    def reduce(self, features: Features) -> tuple[Tensor, Tensor, Tensor]:
-        """The object-independent 1×1 reductions, coarse to fine.
+    def shared(self, features: Features) -> tuple[Tensor, Tensor, Tensor]:
+        """The object-independent work of every level (:meth:`DecoderLevel.shared`), coarse to fine.
 
         Args:
             features: encoder features of ``B`` frames.
 
         Returns:
-            ``(B, w16, H/16, W/16)``, ``(B, w8, H/8, W/8)``, ``(B, w4, H/4, W/4)``, after ReLU.
+            ``(B, w16, H/16, W/16)``, ``(B, w8, H/8, W/8)``, ``(B, w4, H/4, W/4)``.
         """
         feats = (features.s16, features.s8, features.s4)
-        return tuple(F.relu(level.reduce(f)) for level, f in zip(self.levels, feats, strict=True))
+        return tuple(level.shared(f) for level, f in zip(self.levels, feats, strict=True))
 
-    def forward(self, reduced: Sequence[Tensor], scores: Tensor, prev_mask: Tensor) -> Tensor:
+    def forward(self, shared: Sequence[Tensor], scores: Tensor, prev_mask: Tensor) -> Tensor:
         """Decode ``N`` objects.
 
         Args:
-            reduced: output of :meth:`reduce` for the query frame(s); batch ``N``, or 1 to share
+            shared: output of :meth:`shared` for the query frame(s); batch ``N``, or 1 to share
                 one frame's features among all ``N`` objects.
             scores: ``(N, S, H/16, W/16)`` matching score maps.
             prev_mask: ``(N, 2, H/16, W/16)`` background/foreground probabilities of the previous
@@ -127,6 +136,6 @@ class Decoder(nn.Module):
             ``(N, 2, H, W)`` background/foreground logits.
         """
         x = torch.cat([scores, prev_mask], dim=1)
-        for level, r in zip(self.levels, reduced, strict=True):
-            x = level(r, x)
+        for level, part in zip(self.levels, shared, strict=True):
+            x = level(part, x)
         return x

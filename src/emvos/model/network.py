@@ -27,13 +27,13 @@ class FrameEmbedding:
     """What the network keeps of an encoded frame.
 
     Attributes:
-        reduced: the decoder's object-independent 1×1 reductions, coarse to fine:
+        shared: the decoder's object-independent work, coarse to fine:
             ``(B, w16, h, w)``, ``(B, w8, 2h, 2w)``, ``(B, w4, 4h, 4w)``.
         keys: per branch, ``(B, C, h * w)`` keys (L2-normalised for ``sm``).
         grid: ``(h, w)``, the stride-16 grid.
     """
 
-    reduced: tuple[Tensor, Tensor, Tensor]
+    shared: tuple[Tensor, Tensor, Tensor]
     keys: dict[str, Tensor]
     grid: tuple[int, int]
 
@@ -89,7 +89,7 @@ class EMVOS(nn.Module):
         for branch, proj in self.keys.items():
             k = proj(features.s16).flatten(2)
             keys[branch] = matching.normalize_keys(k) if branch == "sm" else k
-        return FrameEmbedding(self.decoder.reduce(features), keys, tuple(features.s16.shape[-2:]))
+        return FrameEmbedding(self.decoder.shared(features), keys, tuple(features.s16.shape[-2:]))
 
     def match(self, query: FrameEmbedding, ref: Reference, role: str,
               bijective: Bijective | None = None) -> dict[str, Tensor]:
@@ -135,8 +135,8 @@ class EMVOS(nn.Module):
         h, w = query.grid
         # Channel order: per branch, first-frame then previous-frame (bg, fg) maps.
         scores = torch.cat([m[br] for br in self.config.branches for m in (first, prev)], dim=2)
-        reduced = query.reduced if b == 1 or o == 1 else tuple(r.repeat_interleave(o, dim=0) for r in query.reduced)
-        logits = self.decoder(reduced, scores.view(b * o, -1, h, w), prev_mask.reshape(b * o, 2, h, w))
+        shared = query.shared if b == 1 or o == 1 else tuple(r.repeat_interleave(o, dim=0) for r in query.shared)
+        logits = self.decoder(shared, scores.view(b * o, -1, h, w), prev_mask.reshape(b * o, 2, h, w))
         return logits.view(b, o, *logits.shape[1:])
 
     def forward(self, clip: Tensor, first_mask: Tensor) -> Tensor:
