@@ -52,7 +52,8 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
                               f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
     if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
-        raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; add --matching bm-kernel or bm-topk")
+        raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
+                              "add --matching bm-kernel or bm-topk")
     if matching in ("bm-kernel", "bm-topk"):
         bijective = Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
         predictor = VideoPredictor(predictor.model, device=predictor.device, resolution=args.resolution,
@@ -66,7 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "segment", help="segment objects through a video, given their masks",
         description="Segment the objects of a video. Give the objects' masks at the frame where each first "
                     "appears; emvos writes one indexed PNG of object ids per frame.")
-    parser.add_argument("input", type=Path, help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
+    parser.add_argument("input", type=Path,
+                        help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
     parser.add_argument("--mask", type=Path, nargs="+", required=True,
                         help="indexed PNG(s) of object ids (0 = background) named after the frame they annotate "
                              "(a single mask with another name annotates the first frame), or a folder of them")
