@@ -19,6 +19,7 @@ from emvos.errors import EmvosInputError
 SUBCOMMAND_MODULES = (
     "emvos.inference.cli",
     "emvos.eval.cli",
+    "emvos.eval.benchmark",
 )
 
 
