@@ -38,14 +38,19 @@ import numpy.typing as npt
 #: The toolkit's boundary tolerance, as a fraction of the image diagonal.
 BOUNDARY_THRESHOLD = 0.008
 
-#: Pixels (frames x padded window area) that :func:`region_and_boundary` handles at once: few
-#: enough for the temporaries of a chunk to stay in the CPU caches.
-_CHUNK_PIXELS = 1 << 18
+#: Pixels (frames x padded window area) that :func:`region_and_boundary` handles at once, packed
+#: one bit per pixel: few enough for the temporaries of a chunk (128 KiB each) to stay in the CPU
+#: caches, enough to keep numpy's per-call overhead small.
+_CHUNK_PIXELS = 1 << 20
 
 ArrayLike = npt.ArrayLike
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 CountArray = npt.NDArray[np.int64]
+WordArray = npt.NDArray[np.uint64]
+
+#: Bits per word of the packed frames.
+_WORD = 64
 
 
 @dataclass(frozen=True)
@@ -130,45 +135,67 @@ def _jaccard(n_both: CountArray, n_union: CountArray) -> FloatArray:
         return np.where(n_union == 0, 1.0, np.true_divide(n_both, n_union))
 
 
-class _PaddedFrames:
-    """Frames of shape (n, h, w) laid out with ``pad`` pixels of border on every side.
+def _popcount_per_frame(words: WordArray, n_frames: int) -> CountArray:
+    """Number of set bits in each of ``n_frames`` equal parts of the flat ``words``: shape (n,)."""
+    per_frame = words.reshape(n_frames, -1)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(per_frame).sum(axis=1, dtype=np.int64)
+    return _BYTE_POPCOUNT[per_frame.view(np.uint8)].sum(axis=1, dtype=np.int64)
 
-    The loops of this module work on the flat, C-contiguous view of such a buffer: a shift by one
-    pixel sideways is a shift by 1 of the flat index, a shift by one row a shift by the padded row
-    length. Contiguous one-dimensional slices are several times faster in numpy than the
-    two-dimensional slices of unpadded frames, and while every shift stays within ``pad`` pixels,
-    the values computed for pixels of the frames never read another row's or frame's pixels.
+
+#: Set bits of every byte value, for numpy versions without ``bitwise_count``.
+_BYTE_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+class _BitFrames:
+    """Frames of shape (n, h, w) packed one bit per pixel into one flat array of 64-bit words.
+
+    Each frame is stored with ``border`` empty rows above and below it, and each row starts with
+    at least ``border`` empty bits (a whole number of words) and ends with at least ``border``
+    empty bits, padded to a whole number of words. Pixel ``(t, y, x)`` is bit
+    ``p = (t * rows + border + y) * row_bits + left + x`` of the flat array: bit ``p % 64`` of word
+    ``p // 64``. A shift by one pixel sideways is then a shift by 1 of ``p``, and a shift by one
+    row a shift by ``row_bits`` (a whole number of words); while every shift stays within
+    ``border`` pixels, the values computed for the frames' pixels never read another row or frame.
 
     Attributes:
-        buffer: the padded frames, shape (n, h + 2 pad, w + 2 pad), zero in the border.
-        row_length: ``w + 2 pad``, the flat distance between vertically adjacent pixels.
+        words: the packed frames (border bits clear), shape (n * rows * row_bits / 64,).
+        row_bits: bits per stored row.
+        inside: per-frame mask of the frames' own pixels, shape (rows * row_bits / 64,).
     """
 
-    def __init__(self, frames: BoolArray, pad: int) -> None:
-        n, self.height, self.width = frames.shape
-        self.pad = pad
-        self.buffer = np.zeros((n, self.height + 2 * pad, self.width + 2 * pad), dtype=np.bool_)
-        self.buffer[:, pad : pad + self.height, pad : pad + self.width] = frames
-        self.row_length = self.buffer.shape[2]
+    def __init__(self, frames: BoolArray, border: int) -> None:
+        self.n_frames, self.height, self.width = frames.shape
+        self.border = border
+        left_words = -(-border // _WORD)
+        self.left = left_words * _WORD
+        self.rows = self.height + 2 * border
+        row_words = -(-(self.left + self.width + border) // _WORD)
+        self.row_bits = row_words * _WORD
+        packed = np.packbits(frames, axis=-1, bitorder="little")
+        data = np.zeros((self.n_frames, self.rows, row_words * 8), dtype=np.uint8)
+        data[:, border : border + self.height, left_words * 8 : left_words * 8 + packed.shape[-1]] = packed
+        self.words: WordArray = data.view("<u8").reshape(-1)
+        row = np.zeros(self.row_bits, dtype=np.bool_)
+        row[self.left : self.left + self.width] = True
+        inside = np.zeros((self.rows, row_words), dtype="<u8")
+        inside[border : border + self.height] = np.packbits(row, bitorder="little").view("<u8")
+        self.inside: WordArray = inside.reshape(-1)
 
-    def shaped(self, flat: BoolArray) -> BoolArray:
-        """``flat`` viewed with the buffer's shape (n, h + 2 pad, w + 2 pad)."""
-        return flat.reshape(self.buffer.shape)
+    def counts(self, words: WordArray) -> CountArray:
+        """Set bits of each frame of ``words`` (in this layout): shape (n,)."""
+        return _popcount_per_frame(words, self.n_frames)
 
-    def clear_border(self, flat: BoolArray) -> BoolArray:
-        """``flat`` (in this layout) with its border pixels set to false, in place; returned shaped."""
-        padded = self.shaped(flat)
-        pad, height, width = self.pad, self.height, self.width
-        padded[:, :pad] = False
-        padded[:, pad + height :] = False
-        padded[:, pad : pad + height, :pad] = False
-        padded[:, pad : pad + height, pad + width :] = False
-        return padded
+    def clear_border(self, words: WordArray) -> WordArray:
+        """``words`` (in this layout) with every bit outside the frames' pixels cleared, in place."""
+        words.reshape(self.n_frames, -1)[:] &= self.inside
+        return words
 
-    def frames(self, flat: BoolArray) -> BoolArray:
-        """The (n, h, w) frames of ``flat`` (in this layout), without the border."""
-        pad = self.pad
-        return self.shaped(flat)[:, pad : pad + self.height, pad : pad + self.width]
+    def unpack(self, words: WordArray) -> BoolArray:
+        """The (n, h, w) boolean frames of ``words`` (in this layout)."""
+        data = words.view(np.uint8).reshape(self.n_frames, self.rows, self.row_bits // 8)
+        bits = np.unpackbits(data, axis=-1, bitorder="little").view(np.bool_)
+        return bits[:, self.border : self.border + self.height, self.left : self.left + self.width]
 
     def replicate_last_row_and_column(self) -> None:
         """Copy each frame's last row into the border row below it, then its last column likewise.
@@ -176,67 +203,71 @@ class _PaddedFrames:
         With these copies, a pixel of the last row differs from its lower and lower-right
         neighbours exactly when its right neighbour differs, and a pixel of the last column from
         its right and lower-right neighbours exactly when its lower neighbour differs: the
-        toolkit's special cases at the image's edge become its general rule (needs ``pad >= 1``).
+        toolkit's special cases at the image's edge become its general rule (needs ``border >= 1``).
         """
-        pad, height, width = self.pad, self.height, self.width
-        buffer = self.buffer
-        buffer[:, pad + height, pad : pad + width] = buffer[:, pad + height - 1, pad : pad + width]
-        buffer[:, pad : pad + height + 1, pad + width] = buffer[:, pad : pad + height + 1, pad + width - 1]
+        rows = self.words.reshape(self.n_frames, self.rows, -1)
+        last = self.border + self.height - 1
+        rows[:, last + 1] = rows[:, last]  # border bits of a row are clear, so whole rows can be copied
+        source_word, source_bit = divmod(self.left + self.width - 1, _WORD)
+        target_word, target_bit = divmod(self.left + self.width, _WORD)
+        frame_rows = slice(self.border, last + 2)
+        rows[:, frame_rows, target_word] |= ((rows[:, frame_rows, source_word] >> source_bit) & 1) << target_bit
 
 
-def _flat_boundary(layout: _PaddedFrames) -> BoolArray:
-    """Boundary maps (``seg2bmap``) of ``layout``'s frames, flat in its layout; border false.
+def _shift(words: WordArray, pixels: int) -> WordArray:
+    """``out[p] = words[p + pixels]`` for every bit index ``p`` (clear where that is outside)."""
+    out = np.zeros_like(words)
+    size = words.size
+    whole, part = divmod(abs(pixels), _WORD)
+    if whole >= size:
+        return out
+    if pixels >= 0:
+        out[: size - whole] = words[whole:] >> part
+        if part:
+            out[: size - whole - 1] |= words[whole + 1 :] << (_WORD - part)
+    else:
+        out[whole:] = words[: size - whole] << part
+        if part:
+            out[whole + 1 :] |= words[: size - whole - 1] >> (_WORD - part)
+    return out
 
-    ``layout`` must have ``pad >= 1`` and its last rows and columns replicated.
-    """
-    flat = layout.buffer.reshape(-1)
-    below = layout.row_length
-    end = flat.size - below - 1
-    here = flat[:end]
-    boundary = np.zeros_like(flat)
-    np.bitwise_xor(here, flat[1 : end + 1], out=boundary[:end])
-    boundary[:end] |= here ^ flat[below : end + below]
-    boundary[:end] |= here ^ flat[below + 1 :]
-    layout.clear_border(boundary)
-    return boundary
+
+def _boundary_bits(frames: _BitFrames) -> WordArray:
+    """Boundary maps (``seg2bmap``) of ``frames``, whose last rows and columns are replicated."""
+    here = frames.words
+    below = frames.row_bits
+    boundary = (here ^ _shift(here, 1)) | (here ^ _shift(here, below)) | (here ^ _shift(here, below + 1))
+    return frames.clear_border(boundary)
 
 
-def _flat_dilate(layout: _PaddedFrames, flat: BoolArray, radius: int) -> BoolArray:
-    """Dilation by :func:`disk` ``(radius)`` of ``flat`` masks in ``layout`` (border false).
+def _dilate_bits(frames: _BitFrames, words: WordArray, radius: int) -> WordArray:
+    """Dilation by :func:`disk` ``(radius)`` of ``words`` laid out as ``frames`` (border clear).
 
-    Exact for the pixels of the frames when ``radius <= layout.pad``; border pixels of the result
-    are meaningless. The disk is the union of its rows, each a horizontal segment ``[-w, w]`` with
+    Exact for the frames' pixels when ``radius <= frames.border``; border bits of the result are
+    meaningless. The disk is the union of its rows, each a horizontal segment ``[-w, w]`` with
     ``w = isqrt(radius**2 - dy**2)`` for row offset ``dy``: the masks are dilated along rows by each
     distinct ``w``, then shifted by ``dy`` rows and united. Row dilations use a doubling scheme:
     windows of length 1, 2, 4, ... are built once, and a window of any length ``n`` is the union of
     two overlapping windows of the largest power of two not above ``n``.
     """
-    size = flat.size
     half_widths = [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
-    # windows[n][i] is the union of flat[i : i + n]; it is n - 1 elements shorter than flat
-    windows = {1: flat}
+    # windows[n] has bit p set when any of bits p .. p + n - 1 of words is
+    windows = {1: words}
     length = 1
     while 2 * length <= 2 * radius + 1:
-        previous = windows[length]
-        windows[2 * length] = previous[:-length] | previous[length:]
+        windows[2 * length] = windows[length] | _shift(windows[length], length)
         length *= 2
     row_dilated = {}
     for w in set(half_widths):
-        span = 2 * w + 1
-        power = 1 << (span.bit_length() - 1)
+        power = 1 << ((2 * w + 1).bit_length() - 1)
         window = windows[power]
-        dilated = np.zeros_like(flat)
-        # dilated[i] = union of flat[i - w : i + w + 1] = window[i - w] | window[i - w + span - power]
-        np.bitwise_or(
-            window[: size - 2 * w],
-            window[span - power : span - power + size - 2 * w],
-            out=dilated[w : size - w],
-        )
-        row_dilated[w] = dilated
+        # bits p - w .. p + w: the windows starting at p - w and at p + w + 1 - power
+        row_dilated[w] = _shift(window, -w) | _shift(window, -(power - w - 1))
     result = row_dilated[half_widths[0]].copy()
+    row_words = frames.row_bits // _WORD
     for dy in range(1, radius + 1):
-        shift = dy * layout.row_length
-        if shift >= size:
+        shift = dy * row_words
+        if shift >= result.size:
             break
         rows = row_dilated[half_widths[dy]]
         result[shift:] |= rows[:-shift]
@@ -259,9 +290,9 @@ def boundary_map(masks: ArrayLike) -> BoolArray:
         Boolean boundary maps of shape ``(..., H, W)``.
     """
     frames, batch_shape = _frames_of(_as_masks("masks", masks))
-    layout = _PaddedFrames(frames, pad=1)
-    layout.replicate_last_row_and_column()
-    return layout.frames(_flat_boundary(layout)).reshape(*batch_shape, *frames.shape[1:])
+    packed = _BitFrames(frames, border=1)
+    packed.replicate_last_row_and_column()
+    return packed.unpack(_boundary_bits(packed)).reshape(*batch_shape, *frames.shape[1:])
 
 
 def disk(radius: int) -> BoolArray:
@@ -295,9 +326,9 @@ def dilate_disk(masks: ArrayLike, radius: int) -> BoolArray:
     if radius < 0:
         raise ValueError(f"radius must be non-negative, got {radius}")
     frames, batch_shape = _frames_of(_as_masks("masks", masks))
-    layout = _PaddedFrames(frames, pad=radius)
-    dilated = _flat_dilate(layout, layout.buffer.reshape(-1), radius)
-    return layout.frames(dilated).reshape(*batch_shape, *frames.shape[1:])
+    packed = _BitFrames(frames, border=max(radius, 1))
+    dilated = _dilate_bits(packed, packed.words, radius)
+    return packed.unpack(dilated).reshape(*batch_shape, *frames.shape[1:])
 
 
 def boundary_radius(height: int, width: int, bound_th: float = BOUNDARY_THRESHOLD) -> int:
@@ -321,13 +352,13 @@ def boundary_radius(height: int, width: int, bound_th: float = BOUNDARY_THRESHOL
     return math.ceil(bound_th * math.sqrt(float(height * height + width * width)))
 
 
-def _frame_windows(masks: BoolArray, margin: int, pad: int) -> Iterator[tuple[slice, slice, slice]]:
+def _frame_windows(masks: BoolArray, margin: int, border: int) -> Iterator[tuple[slice, slice, slice]]:
     """Chunks of consecutive frames of ``masks`` (N, H, W) and the window holding their content.
 
     Yields ``(frames, rows, columns)`` slices: the frames of the chunk, and the rows and columns of
     the smallest window that holds every nonzero pixel of those frames, grown by ``margin`` on each
     side (clipped to the image). Frames join a chunk while its frames times its window area, the
-    window grown by ``pad`` more pixels, stay within :data:`_CHUNK_PIXELS`; frames without any
+    window grown by ``border`` more pixels, stay within :data:`_CHUNK_PIXELS`; frames without any
     nonzero pixel are skipped.
     """
     n_frames, height, width = masks.shape
@@ -349,7 +380,7 @@ def _frame_windows(masks: BoolArray, margin: int, pad: int) -> Iterator[tuple[sl
                 min(box[2], int(left[index])),
                 max(box[3], int(right[index])),
             )
-            area = (grown[1] - grown[0] + 2 * pad) * (grown[3] - grown[2] + 2 * pad)
+            area = (grown[1] - grown[0] + 2 * border) * (grown[3] - grown[2] + 2 * border)
             if (index + 1 - start) * area <= _CHUNK_PIXELS:
                 box = grown
                 continue
@@ -396,23 +427,21 @@ def region_and_boundary(
     n_gt, n_pred, n_both, n_gt_boundary, n_pred_boundary, gt_matched, pred_matched = np.zeros(
         (7, gt_frames.shape[0]), dtype=np.int64
     )
-    pad = max(radius, 1)
-    for frames, rows, cols in _frame_windows(gt_frames | pred_frames, margin=1, pad=pad):
-        gt_layout = _PaddedFrames(gt_frames[frames, rows, cols], pad)
-        pred_layout = _PaddedFrames(pred_frames[frames, rows, cols], pad)
-        n_gt[frames] = _counts_per_frame(gt_layout.buffer)
-        n_pred[frames] = _counts_per_frame(pred_layout.buffer)
-        n_both[frames] = _counts_per_frame(gt_layout.buffer & pred_layout.buffer)
-        gt_layout.replicate_last_row_and_column()
-        pred_layout.replicate_last_row_and_column()
-        gt_boundary = _flat_boundary(gt_layout)
-        pred_boundary = _flat_boundary(pred_layout)
-        gt_reach = _flat_dilate(gt_layout, gt_boundary, radius)
-        pred_reach = _flat_dilate(pred_layout, pred_boundary, radius)
-        n_gt_boundary[frames] = _counts_per_frame(gt_layout.shaped(gt_boundary))
-        n_pred_boundary[frames] = _counts_per_frame(pred_layout.shaped(pred_boundary))
-        pred_matched[frames] = _counts_per_frame(pred_layout.shaped(pred_boundary & gt_reach))
-        gt_matched[frames] = _counts_per_frame(gt_layout.shaped(gt_boundary & pred_reach))
+    border = max(radius, 1)
+    for frames, rows, cols in _frame_windows(gt_frames | pred_frames, margin=1, border=border):
+        gt_bits = _BitFrames(gt_frames[frames, rows, cols], border)
+        pred_bits = _BitFrames(pred_frames[frames, rows, cols], border)
+        n_gt[frames] = gt_bits.counts(gt_bits.words)
+        n_pred[frames] = pred_bits.counts(pred_bits.words)
+        n_both[frames] = gt_bits.counts(gt_bits.words & pred_bits.words)
+        gt_bits.replicate_last_row_and_column()
+        pred_bits.replicate_last_row_and_column()
+        gt_boundary = _boundary_bits(gt_bits)
+        pred_boundary = _boundary_bits(pred_bits)
+        n_gt_boundary[frames] = gt_bits.counts(gt_boundary)
+        n_pred_boundary[frames] = pred_bits.counts(pred_boundary)
+        pred_matched[frames] = pred_bits.counts(pred_boundary & _dilate_bits(gt_bits, gt_boundary, radius))
+        gt_matched[frames] = gt_bits.counts(gt_boundary & _dilate_bits(pred_bits, pred_boundary, radius))
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # An empty boundary has precision (prediction) or recall (ground truth) 1; the matched count
