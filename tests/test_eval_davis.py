@@ -166,9 +166,7 @@ def test_year_2016_binarises_ground_truth_and_results(tmp_path: Path) -> None:
     gt = (one_object() * 255).astype(np.uint8)  # DAVIS-2016 masks are 0/255
     root = tmp_path / "davis"
     for t, frame in enumerate(gt):  # grayscale, one saved with an opaque alpha band as in DAVIS-2016
-        write_png(
-            root / "Annotations" / "480p" / "beta" / f"{t:05d}.png", frame, mode="LA" if t == 2 else "L"
-        )
+        write_png(root / "Annotations" / "480p" / "beta" / f"{t:05d}.png", frame, mode="LA" if t == 2 else "L")
     (root / "ImageSets" / "2016").mkdir(parents=True)
     (root / "ImageSets" / "2016" / "val.txt").write_text("beta\n")
     results = tmp_path / "results"
@@ -365,15 +363,11 @@ def test_unknown_sequences(davis17: Path, perfect: Path) -> None:
 
 
 def test_missing_split_file(davis17: Path, perfect: Path) -> None:
-    with pytest.raises(
-        EmvosInputError, match=r"split file .*ImageSets/2017/test\.txt not found.*available: val"
-    ):
+    with pytest.raises(EmvosInputError, match=r"split file .*ImageSets/2017/test\.txt not found.*available: val"):
         evaluate_results(perfect, davis17, split="test")
 
 
-def test_missing_annotations_and_incomplete_ground_truth(
-    davis17: Path, perfect: Path, tmp_path: Path
-) -> None:
+def test_missing_annotations_and_incomplete_ground_truth(davis17: Path, perfect: Path, tmp_path: Path) -> None:
     with pytest.raises(EmvosInputError, match="Annotations/480p not found"):
         evaluate_results(perfect, tmp_path / "empty")
     (davis17 / "JPEGImages" / "480p" / "beta" / "00099.jpg").write_bytes(b"")
@@ -397,9 +391,7 @@ def run_emvos(monkeypatch: pytest.MonkeyPatch):
     return emvos.cli.main
 
 
-def test_cli_eval_end_to_end(
-    run_emvos, davis17: Path, perfect: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_eval_end_to_end(run_emvos, davis17: Path, perfect: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = run_emvos(["eval", str(perfect), "--davis-root", str(davis17), "--workers", "1"])
     out = capsys.readouterr().out
     assert status == 0
@@ -409,9 +401,7 @@ def test_cli_eval_end_to_end(
         assert str(path) in out
 
 
-def test_cli_eval_options(
-    run_emvos, davis17: Path, perfect: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_eval_options(run_emvos, davis17: Path, perfect: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = run_emvos(
         [
             "eval",

@@ -53,9 +53,7 @@ def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         default=2017,
         help="2017: every object scored on its own (default); 2016: masks binarised, one object",
     )
-    parser.add_argument(
-        "--split", default="val", help="split file ImageSets/<year>/<split>.txt (default: val)"
-    )
+    parser.add_argument("--split", default="val", help="split file ImageSets/<year>/<split>.txt (default: val)")
     parser.add_argument(
         "--sequences",
         metavar="A,B,...",

@@ -156,7 +156,7 @@ def evaluate_results(
         year: 2017 (multi-object) or 2016 (binarised, one object per sequence).
         split: split whose sequences are scored, read from ``ImageSets/<year>/<split>.txt``.
         sequences: score these sequences instead of the split's (the split file is then unused).
-        workers: processes scoring sequences in parallel; default: the number of CPUs.
+        workers: processes scoring sequences in parallel; default: :func:`available_cpus`.
 
     Returns:
         The per-object and global scores.
@@ -172,9 +172,7 @@ def evaluate_results(
     results_path = Path(results_dir)
     root = Path(davis_root)
     if not results_path.is_dir():
-        raise EmvosInputError(
-            f"results folder {results_path} not found; pass the folder holding <sequence>/*.png"
-        )
+        raise EmvosInputError(f"results folder {results_path} not found; pass the folder holding <sequence>/*.png")
     annotations_root = root / "Annotations" / RESOLUTION
     if not annotations_root.is_dir():
         raise EmvosInputError(
@@ -183,7 +181,7 @@ def evaluate_results(
     names = _sequence_names(root, year, split, sequences)
     jobs = [_plan_sequence(root, results_path, name, year) for name in names]
 
-    n_workers = min(workers or os.cpu_count() or 1, len(jobs))
+    n_workers = min(workers or available_cpus(), len(jobs))
     if n_workers <= 1:
         per_sequence = [_evaluate_sequence(job) for job in jobs]
     else:
@@ -199,6 +197,13 @@ def evaluate_results(
         j=_average([obj.j for obj in objects]),
         f=_average([obj.f for obj in objects]),
     )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform tells), the default worker count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -226,9 +231,7 @@ def _sequence_names(root: Path, year: int, split: str, sequences: Sequence[str] 
         if not split_file.is_file():
             found = sorted(p.stem for p in split_file.parent.glob("*.txt"))
             hint = f"available: {', '.join(found)}" if found else f"no split files in {split_file.parent}"
-            raise EmvosInputError(
-                f"split file {split_file} not found; pass --split NAME ({hint}) or --sequences"
-            )
+            raise EmvosInputError(f"split file {split_file} not found; pass --split NAME ({hint}) or --sequences")
         lines = split_file.read_text(encoding="utf-8").splitlines()
         names = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
         source = f"listed in {split_file}"
@@ -266,8 +269,7 @@ def _plan_sequence(root: Path, results_dir: Path, name: str, year: int) -> _Sequ
     result_dir = results_dir / name
     if not result_dir.is_dir():
         raise EmvosInputError(
-            f"results folder {result_dir} not found; write masks for sequence {name!r} or leave it out with "
-            "--sequences"
+            f"results folder {result_dir} not found; write masks for sequence {name!r} or leave it out with --sequences"
         )
     results = tuple(result_dir / annotation.name for annotation in annotations[1:-1])
     for path in results:
@@ -322,17 +324,13 @@ def _evaluate_sequence(job: _SequenceJob) -> list[ObjectResult]:
     """Score every object of one sequence (runs in a worker process)."""
     first = _read_labels(job.first_annotation, "annotation")
     gt = _read_stack(job.annotations, first.shape, "annotation", "all annotations of a sequence must match")
-    results = _read_stack(
-        job.results, first.shape, "result mask", "save masks at the annotations' resolution"
-    )
+    results = _read_stack(job.results, first.shape, "result mask", "save masks at the annotations' resolution")
     frames = tuple(path.stem for path in job.annotations)
 
     scores = []
     for object_id, gt_masks, result_masks in _object_masks(job, first, gt, results):
         j, f = region_and_boundary(gt_masks, result_masks)
-        scores.append(
-            ObjectResult(job.name, object_id, frames, j, f, object_statistics(j), object_statistics(f))
-        )
+        scores.append(ObjectResult(job.name, object_id, frames, j, f, object_statistics(j), object_statistics(f)))
     return scores
 
 
@@ -350,8 +348,7 @@ def _object_masks(
     n_objects = int(np.where(first == 255, 0, first).max())
     if n_objects == 0:
         raise EmvosInputError(
-            f"annotation {job.first_annotation} has no object ids (1-254); for DAVIS-2016 masks "
-            "(0/255) use --year 2016"
+            f"annotation {job.first_annotation} has no object ids (1-254); for DAVIS-2016 masks (0/255) use --year 2016"
         )
     per_frame_max = results.reshape(len(results), -1).max(axis=1)
     too_high = np.flatnonzero(per_frame_max > n_objects)
@@ -431,9 +428,7 @@ def _write_atomically(path: Path, text: str) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise EmvosInputError(
-            f"cannot write {path} ({exc.strerror}); make the results folder writable"
-        ) from None
+        raise EmvosInputError(f"cannot write {path} ({exc.strerror}); make the results folder writable") from None
 
 
 def report_paths(results_dir: str | os.PathLike[str], split: str) -> tuple[Path, Path, Path]:
@@ -453,9 +448,7 @@ def write_reports(result: EvaluationResult, results_dir: str | os.PathLike[str])
         The paths written, as :func:`report_paths`.
     """
     paths = report_paths(results_dir, result.split)
-    for path, text in zip(
-        paths, (global_csv(result), per_sequence_csv(result), result_json(result)), strict=True
-    ):
+    for path, text in zip(paths, (global_csv(result), per_sequence_csv(result), result_json(result)), strict=True):
         _write_atomically(path, text)
     return paths
 
@@ -475,9 +468,7 @@ def format_report(result: EvaluationResult) -> str:
         "",
     ]
     name_width = max([len(PER_SEQUENCE_COLUMNS[0])] + [len(obj.name) for obj in result.objects])
-    lines.append(
-        f"{PER_SEQUENCE_COLUMNS[0]:<{name_width}}  {PER_SEQUENCE_COLUMNS[1]:>6}  {PER_SEQUENCE_COLUMNS[2]:>6}"
-    )
+    lines.append(f"{PER_SEQUENCE_COLUMNS[0]:<{name_width}}  {PER_SEQUENCE_COLUMNS[1]:>6}  {PER_SEQUENCE_COLUMNS[2]:>6}")
     for obj in result.objects:
         j_mean = _format_value(obj.j.mean) or "nan"
         f_mean = _format_value(obj.f.mean) or "nan"
