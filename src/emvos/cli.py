@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "emvos.inference.cli",
     "emvos.eval.cli",
     "emvos.eval.benchmark",
+    "emvos.eval.ytvos",
 )
 
 
