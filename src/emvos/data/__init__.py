@@ -1,0 +1,48 @@
+"""Training data: clips of frames with one target object, drawn deterministically from a seed.
+
+Every dataset here is a map-style :class:`torch.utils.data.Dataset` of virtually unlimited length
+(:data:`VIRTUAL_LENGTH`) whose item ``k`` depends only on ``(seed, k)`` (see
+:class:`ClipDataset`); a sample is ``{"frames": (L, 3, S, S) float32 RGB in [0, 1],
+"masks": (L, S, S) int64 in {0, 1}}``. The trainer applies :func:`swap_and_attach` to batches.
+
+* :class:`StaticPseudoVideos`: pre-training on static images (:func:`coco_instances`,
+  :func:`image_folder_pairs`).
+* :class:`DavisClips`, :class:`YTVOSClips`: main training on DAVIS 2016/2017 and YouTube-VOS.
+"""
+
+from emvos.data.base import MAX_DRAWS, SKIP_REASONS, VIRTUAL_LENGTH, ClipDataset, SampleSkipped
+from emvos.data.davis import DAVIS_YEARS, DavisClips
+from emvos.data.static import (
+    CocoImage,
+    PairedImage,
+    StaticImage,
+    StaticImages,
+    StaticPseudoVideos,
+    coco_instances,
+    image_folder_pairs,
+)
+from emvos.data.transforms import CropBox, swap_and_attach
+from emvos.data.video import VideoClips, VideoFrames
+from emvos.data.ytvos import YTVOSClips
+
+__all__ = [
+    "DAVIS_YEARS",
+    "MAX_DRAWS",
+    "SKIP_REASONS",
+    "VIRTUAL_LENGTH",
+    "ClipDataset",
+    "CocoImage",
+    "CropBox",
+    "DavisClips",
+    "PairedImage",
+    "SampleSkipped",
+    "StaticImage",
+    "StaticImages",
+    "StaticPseudoVideos",
+    "VideoClips",
+    "VideoFrames",
+    "YTVOSClips",
+    "coco_instances",
+    "image_folder_pairs",
+    "swap_and_attach",
+]

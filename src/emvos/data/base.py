@@ -1,0 +1,226 @@
+"""What every training dataset shares: deterministic sampling, bad-data skipping, clip rendering.
+
+A training dataset is a map-style :class:`torch.utils.data.Dataset` of virtually unlimited length
+whose item ``k`` depends only on ``(seed, k)``: all its randomness comes from
+``numpy.random.default_rng([seed, k])``. If drawing the sample fails (an unreadable file, a mask
+that does not match its frame, no object in the clip's first frame), a replacement is drawn from
+``default_rng([seed, k, 1])``, then ``[seed, k, 2]``, ..., and the failure is counted in
+:attr:`ClipDataset.skipped`. Resumed runs and any number of DataLoader workers therefore see
+identical samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from emvos.data.transforms import (
+    CROP_RATIO,
+    CROP_SCALE,
+    Labels,
+    balanced_crop,
+    clip_to_tensors,
+    crop_image,
+    crop_labels,
+    flip,
+)
+from emvos.errors import EmvosInputError
+
+logger = logging.getLogger("emvos.data")
+
+#: What ``len()`` of a training dataset returns: samples are drawn, not enumerated.
+VIRTUAL_LENGTH = 2**31 - 1
+#: Why a draw can be rejected at load time (the keys of :attr:`ClipDataset.skipped`): an image or
+#: mask cannot be decoded; a mask is not the size of its image; a static image's mask has no object;
+#: the first frame of a video clip has no object inside the crop (normal in videos: not logged).
+SKIP_REASONS = ("unreadable", "size_mismatch", "empty_mask", "no_object")
+#: Draws tried for one sample before giving up.
+MAX_DRAWS = 100
+
+Sample = dict[str, torch.Tensor]
+FrameLoader = Callable[[int], tuple[Image.Image, Labels]]
+
+
+class SampleSkipped(Exception):
+    """A draw cannot make a sample; ``reason`` is one of :data:`SKIP_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """Decode an image file to RGB, or raise :class:`SampleSkipped` (``unreadable``)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image if image.mode == "RGB" else image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise SampleSkipped("unreadable", f"{path}: cannot read this image ({error})") from error
+
+
+def read_labels(path: Path) -> Labels:
+    """Decode an object-id PNG to ``(H, W) uint8`` ids, 0 = background; may hold no object.
+
+    Palette (``P``) masks: pixel values are ids and 255 is DAVIS's "void" border, read as
+    background (as the official loader does). Greyscale (``L``/``1``) masks: values are ids, so a
+    DAVIS-2016 0/255 mask is one object with id 255. Anything else raises :class:`SampleSkipped`
+    (``unreadable``).
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode not in ("P", "L", "1"):
+                raise SampleSkipped("unreadable", f"{path}: mask is a {mode} image, not indexed or greyscale")
+            labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise SampleSkipped("unreadable", f"{path}: cannot read this mask ({error})") from error
+    if mode == "P":
+        labels[labels == 255] = 0
+    return labels
+
+
+def check_same_size(image: Image.Image, labels: Labels, mask_path: Path) -> None:
+    """Raise :class:`SampleSkipped` (``size_mismatch``) unless ``labels`` is the image's size."""
+    width, height = image.size
+    if labels.shape != (height, width):
+        raise SampleSkipped(
+            "size_mismatch",
+            f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but its image is {width}x{height}",
+        )
+
+
+def report_scan(name: str, usable: str, excluded: Mapping[str, int]) -> None:
+    """Log one line about what a dataset scan found; a warning when anything was left out.
+
+    Args:
+        name: The dataset (class and root).
+        usable: What is usable, e.g. ``"28 sequences, 2000 frames"``.
+        excluded: Count of what was left out, by reason.
+    """
+    left_out = {reason: count for reason, count in excluded.items() if count}
+    if left_out:
+        details = ", ".join(f"{reason}={count}" for reason, count in sorted(left_out.items()))
+        logger.warning("%s: using %s; left out: %s", name, usable, details)
+    else:
+        logger.info("%s: using %s", name, usable)
+
+
+class ClipDataset(Dataset[Sample], ABC):
+    """Base of the training datasets: ``dataset[k]`` is a clip that depends only on ``(seed, k)``.
+
+    A sample is ``{"frames": (L, 3, S, S) float32 RGB in [0, 1], "masks": (L, S, S) int64 in
+    {0, 1}}``: one target object per clip (1 = the object), which is present in frame 0.
+
+    Attributes:
+        seed: The dataset seed.
+        clip_length: ``L``, frames per clip.
+        crop_size: ``S``, side of the square output.
+        crop_scale: Crop-area range relative to the 480p frame (official ``(0.8, 1.25)``).
+        crop_ratio: Crop aspect-ratio range (official ``(3/4, 4/3)``).
+        excluded: What the construction-time scan left out, by reason (frozen after ``__init__``).
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        clip_length: int,
+        crop_size: int,
+        crop_scale: tuple[float, float] = CROP_SCALE,
+        crop_ratio: tuple[float, float] = CROP_RATIO,
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if clip_length < 1:
+            raise ValueError(f"clip_length must be >= 1, got {clip_length}")
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        self.seed = seed
+        self.clip_length = clip_length
+        self.crop_size = crop_size
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.excluded: dict[str, int] = {}
+        # Shared memory, so that counts made in DataLoader worker processes reach the main process.
+        self._skip_counts = torch.zeros(len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Draws rejected at load time, by reason (:data:`SKIP_REASONS`), over all worker processes.
+
+        Each rejected draw was replaced by another; counts are approximate if workers reject
+        draws at the same instant.
+        """
+        return dict(zip(SKIP_REASONS, self._skip_counts.tolist(), strict=True))
+
+    def __getitem__(self, index: int) -> Sample:
+        """Sample ``index``: ``{"frames": (L, 3, S, S) float32, "masks": (L, S, S) int64}``.
+
+        Raises:
+            EmvosInputError: :data:`MAX_DRAWS` draws in a row failed (the data is mostly unusable).
+        """
+        if index < 0:
+            raise IndexError(f"sample index must be >= 0, got {index}")
+        for draw in range(MAX_DRAWS):
+            key = [self.seed, int(index)] if draw == 0 else [self.seed, int(index), draw]
+            try:
+                return self._draw(np.random.default_rng(key))
+            except SampleSkipped as skip:
+                self._count_skip(skip)
+        raise EmvosInputError(
+            f"{self.describe()}: {MAX_DRAWS} draws in a row gave no usable clip "
+            f"(skipped so far: {self.skipped}); check the data"
+        )
+
+    def _count_skip(self, skip: SampleSkipped) -> None:
+        self._skip_counts[SKIP_REASONS.index(skip.reason)] += 1
+        message = str(skip)
+        if skip.reason != "no_object" and message not in self._warned:
+            self._warned.add(message)
+            logger.warning("%s: skipped (%s): %s", self.describe(), skip.reason, message)
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short name for messages, e.g. ``"DavisClips(/data/DAVIS)"``."""
+
+    @abstractmethod
+    def _draw(self, rng: np.random.Generator) -> Sample:
+        """One sample from ``rng``, or raise :class:`SampleSkipped`."""
+
+    def _render(self, load_frame: FrameLoader, rng: np.random.Generator) -> Sample:
+        """Crop, select the target object, flip and convert the ``L`` frames ``load_frame(0..L-1)``.
+
+        Draws, in order: horizontal flip, vertical flip (``rng.random() < 0.5`` each), then the
+        balanced crop on frame 0 (:func:`~emvos.data.transforms.balanced_crop`). Frames are loaded
+        in order, frame 0 first.
+
+        Raises:
+            SampleSkipped: a frame failed to load, or frame 0 has no object inside any crop.
+        """
+        horizontal, vertical = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        size, length = self.crop_size, self.clip_length
+        first_image, first_labels = load_frame(0)
+        choice = balanced_crop(first_labels, rng, size, scale=self.crop_scale, ratio=self.crop_ratio)
+        if choice is None:
+            raise SampleSkipped("no_object", "the clip's first frame has no object inside the crop")
+        box, object_id = choice
+        frames = np.empty((length, 3, size, size), dtype=np.uint8)
+        masks = np.empty((length, size, size), dtype=bool)
+        for position in range(length):
+            image, labels = (first_image, first_labels) if position == 0 else load_frame(position)
+            frames[position] = flip(crop_image(image, box, size), horizontal, vertical).transpose(2, 0, 1)
+            masks[position] = flip(crop_labels(labels, box, size) == object_id, horizontal, vertical)
+        return clip_to_tensors(frames, masks)
