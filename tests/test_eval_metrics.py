@@ -316,3 +316,14 @@ def test_statistics_reproduce_the_uint8_bin_index_quirk(n_frames: int, decay_is_
     stats = object_statistics(values)
     assert stats.mean == pytest.approx(0.5)
     assert math.isnan(stats.decay) == decay_is_nan
+
+
+def test_popcount_fallback_without_numpy_bitwise_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    gt = rng.random((3, 30, 70)) < 0.3
+    pred = rng.random((3, 30, 70)) < 0.3
+    expected = region_and_boundary(gt, pred)
+    if hasattr(np, "bitwise_count"):
+        monkeypatch.delattr(np, "bitwise_count")
+    for got, want in zip(region_and_boundary(gt, pred), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
