@@ -255,7 +255,7 @@ def test_davis_bad_data_is_skipped_and_counted(tmp_path: Path, caplog: pytest.Lo
         for k in range(30):
             check_sample(dataset[k], 4, 32)
     assert dataset.skipped["unreadable"] > 0 and dataset.skipped["size_mismatch"] > 0
-    assert "corrupt/00002.jpg" in caplog.text and "mismatch/00001.png" in caplog.text
+    assert "corrupt/00002.jpg" in caplog.text and "mismatch/00001.jpg" in caplog.text
 
 
 def test_nothing_usable_raises(tmp_path: Path) -> None:

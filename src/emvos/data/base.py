@@ -45,6 +45,7 @@ SKIP_REASONS = ("unreadable", "size_mismatch", "empty_mask", "no_object")
 MAX_DRAWS = 100
 
 Sample = dict[str, torch.Tensor]
+#: ``load_frame(position) -> (RGB image W x H, (H, W) uint8 ids)``: frame ``position`` of a clip.
 FrameLoader = Callable[[int], tuple[Image.Image, Labels]]
 
 
@@ -56,10 +57,26 @@ class SampleSkipped(Exception):
         self.reason = reason
 
 
-def read_rgb(path: Path) -> Image.Image:
-    """Decode an image file to RGB, or raise :class:`SampleSkipped` (``unreadable``)."""
+def read_rgb(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image file to RGB.
+
+    Args:
+        path: The image file.
+        size: The ``(H, W)`` it must have (that of its mask), checked before decoding.
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        SampleSkipped: ``unreadable`` (missing, corrupt or not an image) or ``size_mismatch``.
+    """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if size is not None and (height, width) != tuple(size):
+                raise SampleSkipped(
+                    "size_mismatch", f"{path}: image is {width}x{height} but its mask is {size[1]}x{size[0]}"
+                )
             image.load()
             return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
@@ -86,16 +103,6 @@ def read_labels(path: Path) -> Labels:
     if mode == "P":
         labels[labels == 255] = 0
     return labels
-
-
-def check_same_size(image: Image.Image, labels: Labels, mask_path: Path) -> None:
-    """Raise :class:`SampleSkipped` (``size_mismatch``) unless ``labels`` is the image's size."""
-    width, height = image.size
-    if labels.shape != (height, width):
-        raise SampleSkipped(
-            "size_mismatch",
-            f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but its image is {width}x{height}",
-        )
 
 
 def report_scan(name: str, usable: str, excluded: Mapping[str, int]) -> None:
@@ -138,6 +145,18 @@ class ClipDataset(Dataset[Sample], ABC):
         crop_scale: tuple[float, float] = CROP_SCALE,
         crop_ratio: tuple[float, float] = CROP_RATIO,
     ) -> None:
+        """Set the sampling options shared by every dataset.
+
+        Args:
+            seed: Dataset seed, ``>= 0``: sample ``k`` depends only on ``(seed, k)``.
+            clip_length: ``L``, frames per clip, ``>= 1``.
+            crop_size: ``S``, side of the square output, ``>= 1``.
+            crop_scale: Crop-area range relative to the 480p frame.
+            crop_ratio: Crop aspect-ratio range (width / height).
+
+        Raises:
+            ValueError: an option is out of range.
+        """
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if clip_length < 1:
@@ -206,6 +225,13 @@ class ClipDataset(Dataset[Sample], ABC):
         Draws, in order: horizontal flip, vertical flip (``rng.random() < 0.5`` each), then the
         balanced crop on frame 0 (:func:`~emvos.data.transforms.balanced_crop`). Frames are loaded
         in order, frame 0 first.
+
+        Args:
+            load_frame: The frames of the clip.
+            rng: Source of randomness.
+
+        Returns:
+            The sample: ``{"frames": (L, 3, S, S) float32, "masks": (L, S, S) int64}``.
 
         Raises:
             SampleSkipped: a frame failed to load, or frame 0 has no object inside any crop.

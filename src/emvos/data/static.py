@@ -36,7 +36,6 @@ from emvos.data.base import (
     ClipDataset,
     Sample,
     SampleSkipped,
-    check_same_size,
     read_labels,
     read_rgb,
     report_scan,
@@ -82,10 +81,8 @@ class PairedImage:
         return str(self.image)
 
     def load(self) -> tuple[Image.Image, Labels]:
-        image = read_rgb(self.image)
         labels = read_labels(self.mask)
-        check_same_size(image, labels, self.mask)
-        return image, labels
+        return read_rgb(self.image, labels.shape), labels
 
 
 @dataclass(frozen=True)
@@ -108,13 +105,7 @@ class CocoImage:
     def load(self) -> tuple[Image.Image, Labels]:
         from pycocotools import mask as mask_utils
 
-        image = read_rgb(self.image)
-        if image.size != (self.width, self.height):
-            raise SampleSkipped(
-                "size_mismatch",
-                f"{self.image}: image is {image.size[0]}x{image.size[1]} but the annotations say "
-                f"{self.width}x{self.height}",
-            )
+        image = read_rgb(self.image, (self.height, self.width))
         labels = np.zeros((self.height, self.width), dtype=np.uint8)
         for object_id, segmentation in enumerate(self.segmentations, start=1):
             try:

@@ -8,7 +8,8 @@ Everything here follows the official EMVOS training code (``dataset_loaders/*.py
   drawn in the same 480p pixel grid (:func:`reference_size`, :func:`random_crop_box`) but are
   stored normalised to the frame (:class:`CropBox`), and each frame is resampled **once**, straight
   from the decoded image to the ``S x S`` output (bicubic for images, nearest for masks), instead of
-  twice (to 480p, then the crop to ``S x S``). Same geometry, less blur and less time.
+  twice (to 480p, then the crop to ``S x S``). Same geometry; less blur (for frames not already
+  480p) and less time.
 * **Crop.** :func:`random_crop_box` is the official ``random_crop_params(mask, scale=(0.8, 1.25))``:
   torchvision's ``RandomResizedCrop`` rule, where the box's *area* is 0.8-1.25 times the area of the
   480p frame (not of the output) and its aspect ratio is log-uniform in 3/4-4/3; 10 tries, then a
@@ -22,13 +23,14 @@ Everything here follows the official EMVOS training code (``dataset_loaders/*.py
   even when its object is smaller (or absent); here the last box whose picked object is present
   is kept, and ``None`` is returned when no box contained any object.
 * **Flips.** Horizontal and vertical flips, each with probability 0.5, the same for the whole clip
-  . Applied to the ``S x S`` output: the crop-box distribution is symmetric, so
-  this is distributed like the official flip-then-crop (:func:`flip`).
+  (:func:`flip`). Applied to the ``S x S`` output: the crop-box distribution is symmetric, so this
+  is distributed like the official flip-then-crop.
 * **No photometric jitter**: the official code has none.
-* **Static pseudo-videos** (:func:`random_affine_step`, :func:`warp_image`, :func:`warp_labels`):
+* **Static pseudo-videos** (:func:`sequential_affine`, :func:`warp_image`, :func:`warp_labels`):
   rotation +-10 degrees, scale 0.9-1.1, shear +-10 degrees on both axes, translation (official: 0),
-  about the image centre, accumulated frame after frame; the area uncovered by the warp is filled
-  with the ImageNet mean colour ``(124, 116, 104)`` and background ``0`` in masks.
+  about the image centre, composed frame after frame; nearest-neighbour sampling as the official
+  code; the area uncovered by the warp is filled with the ImageNet mean colour ``(124, 116, 104)``
+  and background ``0`` in masks.
 * **Swap-and-attach** (:func:`swap_and_attach`): as in ``trainer.py``.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emvos.data.base import ClipDataset, Sample, check_same_size, read_labels, read_rgb
+from emvos.data.base import ClipDataset, Sample, read_labels, read_rgb
 from emvos.data.transforms import Labels
 from emvos.io import natural_sort_key
 
@@ -130,9 +130,7 @@ class VideoClips(ClipDataset):
         return self._render(load_frame, rng)
 
     def _load(self, video: VideoFrames, frame_id: int) -> tuple[Image.Image, Labels]:
-        image = read_rgb(video.images[frame_id])
         labels = read_labels(video.masks[frame_id])
-        check_same_size(image, labels, video.masks[frame_id])
         if self.binary:
             labels = (labels != 0).astype(np.uint8)
-        return image, labels
+        return read_rgb(video.images[frame_id], labels.shape), labels
