@@ -22,25 +22,25 @@ from emvos.data.static import (
     image_folder_pairs,
 )
 from emvos.data.transforms import CropBox, swap_and_attach
-from emvos.data.video import VideoClips, VideoFrames
+from emvos.data.video import AnnotatedVideo, VideoClips
 from emvos.data.ytvos import YTVOSClips
 
 __all__ = [
-    "DAVIS_YEARS",
-    "MAX_DRAWS",
-    "SKIP_REASONS",
-    "VIRTUAL_LENGTH",
+    "AnnotatedVideo",
     "ClipDataset",
     "CocoImage",
     "CropBox",
+    "DAVIS_YEARS",
     "DavisClips",
+    "MAX_DRAWS",
     "PairedImage",
+    "SKIP_REASONS",
     "SampleSkipped",
     "StaticImage",
     "StaticImages",
     "StaticPseudoVideos",
+    "VIRTUAL_LENGTH",
     "VideoClips",
-    "VideoFrames",
     "YTVOSClips",
     "coco_instances",
     "image_folder_pairs",

@@ -22,7 +22,7 @@ from emvos.io import natural_sort_key
 
 
 @dataclass(frozen=True)
-class VideoFrames:
+class AnnotatedVideo:
     """The annotated frames of one training video, in temporal order.
 
     Attributes:
@@ -39,7 +39,7 @@ class VideoFrames:
     has_object: tuple[bool, ...] | None = None
 
 
-def pair_frames(image_dir: Path, mask_dir: Path, image_suffix: str = ".jpg") -> tuple[VideoFrames, int]:
+def pair_frames(image_dir: Path, mask_dir: Path, image_suffix: str = ".jpg") -> tuple[AnnotatedVideo, int]:
     """Pair the frames of a video folder with its masks by file stem, in natural order.
 
     Args:
@@ -58,7 +58,7 @@ def pair_frames(image_dir: Path, mask_dir: Path, image_suffix: str = ".jpg") -> 
     )
     paired = [stem for stem in stems if stem in masks]
     images = tuple(image_dir / f"{stem}{image_suffix}" for stem in paired)
-    video = VideoFrames(image_dir.name, images, tuple(masks[stem] for stem in paired))
+    video = AnnotatedVideo(image_dir.name, images, tuple(masks[stem] for stem in paired))
     return video, len(stems) - len(paired)
 
 
@@ -77,7 +77,7 @@ class VideoClips(ClipDataset):
 
     def __init__(
         self,
-        videos: Sequence[VideoFrames],
+        videos: Sequence[AnnotatedVideo],
         *,
         binary: bool,
         seed: int,
@@ -129,7 +129,7 @@ class VideoClips(ClipDataset):
 
         return self._render(load_frame, rng)
 
-    def _load(self, video: VideoFrames, frame_id: int) -> tuple[Image.Image, Labels]:
+    def _load(self, video: AnnotatedVideo, frame_id: int) -> tuple[Image.Image, Labels]:
         labels = read_labels(video.masks[frame_id])
         if self.binary:
             labels = (labels != 0).astype(np.uint8)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from emvos.data.base import report_scan
 from emvos.data.transforms import CROP_RATIO, CROP_SCALE
-from emvos.data.video import VideoClips, VideoFrames, pair_frames
+from emvos.data.video import AnnotatedVideo, VideoClips, pair_frames
 from emvos.errors import EmvosInputError
 from emvos.io import natural_sort_key
 
@@ -114,7 +114,7 @@ class YTVOSClips(VideoClips):
                 if not any(has_object):
                     counts["no_object"] += 1
                     continue
-                video = VideoFrames(video.name, video.images, video.masks, has_object)
+                video = AnnotatedVideo(video.name, video.images, video.masks, has_object)
             usable.append(video)
         super().__init__(
             usable,
