@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "emvos.eval.cli",
     "emvos.eval.benchmark",
     "emvos.eval.ytvos",
+    "emvos.train.cli",
 )
 
 

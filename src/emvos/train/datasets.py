@@ -1,0 +1,242 @@
+"""Training datasets by kind, the iteration-indexed batch sampler, and a synthetic dataset.
+
+Every training dataset is map-style and of virtually unlimited length; sample ``k`` is a function of
+the dataset's seed and ``k`` alone. The trainer asks iteration ``t`` for samples
+``t * batch_size + j`` (``j < batch_size``, split between processes), so the data of a run resumed at
+iteration ``t`` is exactly that of an uninterrupted run, whatever the number of loader workers.
+
+A sample is ``{"frames": (L, 3, S, S) float in [0, 1], "masks": (L, S, S) int64 in {0, 1}}``.
+
+Kinds and their ``options`` (besides clip length, crop size and seed, which the stage sets):
+
+* ``static``: pseudo-videos (:class:`emvos.data.StaticPseudoVideos`) of the frames of image + mask
+  folders under ``root``: ``images`` and ``masks`` (default ``JPEGImages/480p`` and
+  ``Annotations/480p``, the DAVIS layout), ``sequences`` / ``exclude`` (first-level folders to keep
+  or leave out), and the pseudo-video augmentation options.
+* ``coco``: pseudo-videos of COCO images (needs ``pycocotools``): ``annotations`` (default
+  ``annotations/instances_train2017.json``) and ``images`` (default ``train2017``) under ``root``,
+  and the pseudo-video augmentation options.
+* ``davis``: :class:`emvos.data.DavisClips` (``year``, ``split``, ``sequences``, ``exclude``, ...).
+* ``ytvos``: :class:`emvos.data.YTVOSClips` (``split``, ``videos``, ``exclude``, ...).
+* ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from emvos.data import DavisClips, StaticPseudoVideos, YTVOSClips, coco_instances, image_folder_pairs
+from emvos.errors import EmvosInputError
+from emvos.train.config import DataConfig
+
+#: Effectively unlimited dataset length: the sampler, not the dataset, decides how many samples are read.
+UNLIMITED = 2**62
+
+DatasetBuilder = Callable[[DataConfig, int, int, int, Sequence[str]], Dataset]
+_REGISTRY: dict[str, DatasetBuilder] = {}
+_READS_FILES: set[str] = set()
+
+
+def register_dataset(kind: str, reads_files: bool = True) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator making a builder ``(data, clip_len, size, seed, exclude) -> Dataset`` available as ``kind``.
+
+    ``exclude`` lists sequences the dataset must leave out (the held-out validation sequences, when
+    the dataset reads the validation folder). ``reads_files``: the kind needs an existing ``root``.
+    """
+
+    def wrap(builder: DatasetBuilder) -> DatasetBuilder:
+        _REGISTRY[kind] = builder
+        if reads_files:
+            _READS_FILES.add(kind)
+        return builder
+
+    return wrap
+
+
+def dataset_kinds() -> list[str]:
+    """The dataset kinds stages can use."""
+    return sorted(_REGISTRY)
+
+
+def check_data_root(data: DataConfig) -> None:
+    """Raise :class:`EmvosInputError` when a kind that reads files has no existing ``root`` folder."""
+    if data.kind in _READS_FILES and not (data.root and Path(data.root).is_dir()):
+        raise EmvosInputError(f"{data.root or '(empty)'}: {data.kind} data root not found; "
+                              f"set the stage's data.root to the dataset folder")
+
+
+def build_dataset(data: DataConfig, clip_len: int, size: int, seed: int,
+                  exclude: Sequence[str] = ()) -> Dataset:
+    """The training dataset a stage describes.
+
+    Args:
+        data: kind, root and constructor options.
+        clip_len: frames per sample.
+        size: side of the square crops.
+        seed: the dataset's seed.
+        exclude: sequences to leave out.
+
+    Raises:
+        EmvosInputError: unknown kind, missing root, or options the dataset does not take.
+    """
+    if data.kind not in _REGISTRY:
+        raise EmvosInputError(f"unknown dataset kind {data.kind!r}; choose one of {', '.join(dataset_kinds())}")
+    return _REGISTRY[data.kind](data, clip_len, size, seed, exclude)
+
+
+def _check_options(factory: Callable[..., Any], data: DataConfig, kwargs: dict[str, Any]) -> None:
+    """Raise a one-line input error when ``factory(<first argument>, **kwargs)`` would not accept them."""
+    try:
+        inspect.signature(factory).bind(None, **kwargs)
+    except TypeError as exc:
+        raise EmvosInputError(f"stage data ({data.kind} at {data.root or '-'}): options {sorted(data.options)}: "
+                              f"{exc}; see {factory.__module__}.{factory.__qualname__}") from None
+
+
+def _options(data: DataConfig, exclude: Sequence[str]) -> dict[str, Any]:
+    """A copy of the stage's options with ``exclude`` added to any ``exclude`` they list."""
+    options = dict(data.options)
+    if exclude:
+        options["exclude"] = sorted({*options.get("exclude", ()), *exclude})
+    return options
+
+
+def _clip_kwargs(options: dict[str, Any], clip_len: int, size: int, seed: int) -> dict[str, Any]:
+    return {**options, "clip_length": clip_len, "crop_size": size, "seed": seed}
+
+
+def _video_clips(cls: type[Dataset]) -> DatasetBuilder:
+    """A builder of ``cls(root, clip_length=..., crop_size=..., seed=..., **options)`` (DAVIS, YouTube-VOS)."""
+
+    def build(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+        kwargs = _clip_kwargs(_options(data, exclude), clip_len, size, seed)
+        _check_options(cls, data, kwargs)
+        return cls(data.root, **kwargs)
+
+    return build
+
+
+register_dataset("davis")(_video_clips(DavisClips))
+register_dataset("ytvos")(_video_clips(YTVOSClips))
+
+
+@register_dataset("static")
+def _build_static(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    """Pseudo-videos of the frames of image + mask folders (DAVIS layout by default)."""
+    options = _options(data, exclude)
+    source = {k: options.pop(k) for k in ("sequences", "exclude") if k in options}
+    images, masks = options.pop("images", "JPEGImages/480p"), options.pop("masks", "Annotations/480p")
+    kwargs = _clip_kwargs(options, clip_len, size, seed)
+    _check_options(StaticPseudoVideos, data, kwargs)
+    root = Path(data.root)
+    return StaticPseudoVideos(image_folder_pairs(root / images, root / masks, **source), **kwargs)
+
+
+@register_dataset("coco")
+def _build_coco(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    """Pseudo-videos of the images of a COCO instances json (needs ``pycocotools``)."""
+    options = _options(data, ())
+    annotations = options.pop("annotations", "annotations/instances_train2017.json")
+    images = options.pop("images", "train2017")
+    kwargs = _clip_kwargs(options, clip_len, size, seed)
+    _check_options(StaticPseudoVideos, data, kwargs)
+    root = Path(data.root)
+    return StaticPseudoVideos(coco_instances(root / annotations, root / images), **kwargs)
+
+
+class IterationSampler(Sampler[list[int]]):
+    """Batches of sample indices by iteration: iteration ``t`` reads ``t * batch_size + j``.
+
+    With ``world_size`` processes, process ``rank`` takes the ``rank``-th contiguous slice of each
+    iteration's ``batch_size`` indices, so the processes together read exactly one global batch.
+
+    Args:
+        batch_size: global batch size (a multiple of ``world_size``).
+        start: first iteration.
+        stop: iteration to stop before.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, batch_size: int, start: int, stop: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise EmvosInputError(f"batch size {batch_size} does not split over {world_size} processes; "
+                                  "use a multiple of the process count")
+        self.batch_size, self.start, self.stop = batch_size, start, stop
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for t in range(self.start, self.stop):
+            first = t * self.batch_size + self.offset
+            yield list(range(first, first + self.local))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def _smooth_noise(rng: np.random.Generator, channels: int, size: int, cells: int) -> Tensor:
+    """``(channels, size, size)`` values in [0, 1] varying smoothly over ``cells`` cells."""
+    coarse = torch.from_numpy(rng.random((1, channels, cells, cells), dtype=np.float32))
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+@register_dataset("synthetic", reads_files=False)
+def _build_synthetic(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    kwargs = {**data.options, "size": size, "seed": seed}
+    _check_options(SyntheticClips, data, kwargs)
+    return SyntheticClips(clip_len, **kwargs)
+
+
+class SyntheticClips(Dataset):
+    """Clips of a textured ellipse moving over a textured background; needs no files.
+
+    For smoke tests of the training pipeline (and of a machine) without a dataset. Sample ``k`` is
+    a function of ``(seed, k)``.
+
+    Args:
+        clip_len: frames per clip ``L``.
+        size: side ``S`` of the square frames.
+        seed: the dataset's seed.
+        motion: largest displacement of the object per frame, as a fraction of ``S``.
+    """
+
+    def __init__(self, clip_len: int, size: int, seed: int, motion: float = 0.04) -> None:
+        self.clip_len, self.size, self.seed, self.motion = clip_len, size, seed, motion
+
+    def __len__(self) -> int:
+        return UNLIMITED
+
+    def __getitem__(self, k: int) -> dict[str, Tensor]:
+        """Sample ``k``: ``frames (L, 3, S, S)`` in [0, 1] and ``masks (L, S, S)`` int64 in {0, 1}."""
+        rng = np.random.default_rng([self.seed, k])
+        s, length = self.size, self.clip_len
+        background = _smooth_noise(rng, 3, s, 6)
+        tint = torch.from_numpy(rng.random(3, dtype=np.float32)).view(3, 1, 1)
+        texture = (_smooth_noise(rng, 3, s, 3) + tint) / 2
+        radii = rng.uniform(0.12, 0.3, 2) * s
+        start = rng.uniform(0.3, 0.7, 2) * s
+        velocity = rng.uniform(-self.motion, self.motion, 2) * s
+        angle = rng.uniform(0, math.pi)
+        yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32),
+                                indexing="ij")
+        frames, masks = [], []
+        for t in range(length):
+            cy, cx = start + velocity * t
+            dy, dx = yy - cy, xx - cx
+            u = dx * math.cos(angle + 0.05 * t) + dy * math.sin(angle + 0.05 * t)
+            v = -dx * math.sin(angle + 0.05 * t) + dy * math.cos(angle + 0.05 * t)
+            inside = (u / radii[0]) ** 2 + (v / radii[1]) ** 2 <= 1.0
+            frames.append(torch.where(inside, texture, background))
+            masks.append(inside.long())
+        return {"frames": torch.stack(frames), "masks": torch.stack(masks)}

@@ -1,0 +1,178 @@
+"""The trainer on tiny synthetic data: learning, exact resume, interruption, checkpoints, validation."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from emvos.errors import EmvosInputError
+from emvos.model.checkpoint import load_model
+from emvos.train import (
+    DataConfig,
+    IterationSampler,
+    SyntheticClips,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    config_from_dict,
+    register_dataset,
+)
+
+#: Sample index at which the ``signal-test`` dataset sends SIGINT to its process (-1: never).
+SIGNAL_AT = {"k": -1}
+
+
+class _SignalAt(SyntheticClips):
+    def __getitem__(self, k: int) -> dict[str, Tensor]:
+        if k == SIGNAL_AT["k"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(k)
+
+
+class _EmptyFirstMask(SyntheticClips):
+    def __getitem__(self, k: int) -> dict[str, Tensor]:
+        sample = super().__getitem__(k)
+        sample["masks"][0] = 0
+        return sample
+
+
+@register_dataset("signal-test", reads_files=False)
+def _signal_dataset(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    return _SignalAt(clip_len, size, seed)
+
+
+@register_dataset("empty-first-test", reads_files=False)
+def _empty_dataset(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    return _EmptyFirstMask(clip_len, size, seed)
+
+
+def tiny_config(out: Path, kind: str = "synthetic", **top: Any) -> TrainConfig:
+    """Two stages of tiny clips on the tiny random encoder (the second with longer clips)."""
+    data: dict[str, Any] = {
+        "model": {"encoder": "tiny-test", "key_channels": 8, "decoder_widths": [8, 8, 8]},
+        "stages": [
+            {"name": "static", "data": {"kind": kind}, "iterations": 5, "batch_size": 2, "clip_len": 3,
+             "crop": 32, "lr": 3e-3},
+            {"name": "video", "data": {"kind": kind}, "iterations": 4, "batch_size": 2, "clip_len": 4,
+             "crop": 32, "lr": 1e-3},
+        ],
+        "swap_attach_p": 0.5, "out": str(out), "workers": 0, "log_every": 1, "tensorboard": False,
+    }
+    data.update(top)
+    return config_from_dict(data)
+
+
+def csv_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, stages=[{"name": "s", "data": {"kind": "synthetic"}, "iterations": 30,
+                                            "batch_size": 2, "clip_len": 3, "crop": 32, "lr": 1e-2}],
+                         swap_attach_p=0.0)
+    result = Trainer(config, progress=False).fit()
+    losses = list(result.losses.values())
+    assert result.finished and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path: Path) -> None:
+    full = Trainer(tiny_config(tmp_path / "full"), progress=False).fit()
+    part = tmp_path / "part"
+    # Stop inside the first stage, then at the stage boundary, then finish; loader workers differ.
+    first = Trainer(tiny_config(part), progress=False).fit(until=3)
+    second = Trainer(tiny_config(part, workers=1), resume=part / "last.pt", progress=False).fit(until=5)
+    third = Trainer(tiny_config(part), resume=part / "last.pt", progress=False).fit()
+    assert (first.step, second.step, third.step) == (3, 5, 9) and third.finished
+    assert {**first.losses, **second.losses, **third.losses} == full.losses  # bit for bit
+    resumed, uninterrupted = (load_model(out / "last.pt").state_dict() for out in (part, tmp_path / "full"))
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    loss_rows = [(r["step"], r["loss"]) for r in csv_rows(part) if r["loss"]]
+    assert [s for s, _ in loss_rows] == [str(i) for i in range(1, 10)]
+    assert loss_rows == [(r["step"], r["loss"]) for r in csv_rows(tmp_path / "full") if r["loss"]]
+
+
+def test_checkpoints_are_self_describing_and_load_with_weights_only(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    Trainer(config, progress=False).fit(until=2)
+    data = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    assert data["format"] == "emvos" and data["config"] == config.model.to_dict()
+    assert (data["stage"], data["stage_name"], data["iteration"], data["step"]) == (0, "static", 2, 2)
+    assert data["train_config"] == config.to_dict()
+    assert set(data["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert isinstance(data["rng"]["numpy"]["keys"], list)
+    assert data["optimizer"]["state"] and data["metrics"] == {"best_jf": None, "best_step": None, "val": {}}
+    assert (tmp_path / "config.yaml").is_file()
+    assert load_model(tmp_path / "last.pt").config == config.model
+
+
+def test_sigint_saves_last_and_resume_continues(tmp_path: Path) -> None:
+    full = Trainer(tiny_config(tmp_path / "full", kind="signal-test"), progress=False).fit()
+    out = tmp_path / "run"
+    SIGNAL_AT["k"] = 6  # read at iteration 3 (0-based) of the first stage
+    try:
+        with pytest.raises(TrainingInterrupted) as info:
+            Trainer(tiny_config(out, kind="signal-test"), progress=False).fit()
+    finally:
+        SIGNAL_AT["k"] = -1
+    assert info.value.signum == signal.SIGINT and info.value.step == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert (saved["stage"], saved["iteration"]) == (0, 4)
+    rest = Trainer(tiny_config(out, kind="signal-test"), resume=out / "last.pt", progress=False).fit()
+    assert rest.finished and rest.losses == {k: v for k, v in full.losses.items() if k > 4}
+
+
+def test_a_finished_run_folder_needs_resume(tmp_path: Path) -> None:
+    Trainer(tiny_config(tmp_path), progress=False).fit(until=1)
+    with pytest.raises(EmvosInputError, match="already holds a run"):
+        Trainer(tiny_config(tmp_path), progress=False)
+
+
+def test_batches_without_a_first_frame_object_are_skipped(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path, kind="empty-first-test"), progress=False)
+    before = [p.detach().clone() for p in trainer.params]
+    result = trainer.fit(until=2)
+    assert result.step == 2 and result.losses == {}
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+    assert [r["skipped"] for r in csv_rows(tmp_path)] == ["1", "1"]
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path: Path) -> None:
+    result = Trainer(tiny_config(tmp_path, amp="bf16", channels_last=True, tensorboard=True),
+                     progress=False).fit(until=2)
+    assert len(result.losses) == 2 and all(0 < v < 10 for v in result.losses.values())
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_validation_keeps_the_best_checkpoint(tmp_path: Path, davis2016_root: Path) -> None:
+    config = tiny_config(tmp_path, val={"root": str(davis2016_root), "sequences": ["bear", "boat"], "every": 3,
+                                        "resolution": 64, "max_frames": 4})
+    config.stages[0].select_best = False
+    result = Trainer(config, progress=False).fit()
+    val_rows = [r for r in csv_rows(tmp_path) if r["val_jf"]]
+    assert [r["step"] for r in val_rows] == ["3", "6", "9"]
+    video_scores = {int(r["step"]): float(r["val_jf"]) for r in val_rows if r["stage"] == "video"}
+    assert result.best_jf == max(video_scores.values())
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["metrics"]["best_jf"] == result.best_jf and best["stage_name"] == "video"
+    assert 0.0 <= result.best_jf <= 1.0
+
+
+def test_sampler_gives_each_process_a_disjoint_slice_of_each_global_batch() -> None:
+    assert list(IterationSampler(4, 2, 4)) == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    shards = [list(IterationSampler(4, 2, 4, rank=r, world_size=2)) for r in range(2)]
+    assert shards == [[[8, 9], [12, 13]], [[10, 11], [14, 15]]]
+    with pytest.raises(EmvosInputError, match="does not split"):
+        IterationSampler(3, 0, 1, world_size=2)
