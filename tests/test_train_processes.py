@@ -79,8 +79,7 @@ def test_sigterm_saves_last_and_exits_without_a_traceback(tmp_path: Path) -> Non
 
 
 def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
-    # Swap-and-attach pairs clips within each process's share of the batch, so it is off here.
-    config = write_config(tmp_path / "c.yaml", tmp_path / "two", swap=0.0, kind="synthetic")
+    config = write_config(tmp_path / "c.yaml", tmp_path / "two", swap=1.0, kind="synthetic")  # every batch
     single = Trainer(load_config(config, ["out=" + str(tmp_path / "one")]), progress=False).fit()
     ddp = run(tmp_path, ["--config", str(config)],
               launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 #: How long processes wait for each other (rank 0 validates while the others wait at a barrier).
 TIMEOUT = timedelta(hours=2)
@@ -44,6 +45,14 @@ class DistContext:
         """Wait for every process."""
         if self.world_size > 1:
             dist.barrier()
+
+    def all_gather(self, tensor: Tensor) -> list[Tensor]:
+        """Every process's ``tensor`` (same shape and dtype everywhere), in rank order."""
+        if self.world_size == 1:
+            return [tensor]
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return parts
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums of ``values`` over all processes."""

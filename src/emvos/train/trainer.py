@@ -380,7 +380,7 @@ class Trainer:
         if cfg.swap_attach_p > 0:
             coin = torch.Generator().manual_seed(derive_seed(cfg.seed, self.stage, self.iteration, _SWAP_KEY))
             if torch.rand((), generator=coin).item() < cfg.swap_attach_p:
-                frames, masks = swap_and_attach(frames, masks, coin)
+                frames, masks = self._swap_and_attach(frames, masks, coin)
         usable = masks[:, 0].flatten(1).any(dim=1).float()
         valid = self.dist.sum([usable.sum().item()])[0]
         if valid == 0:
@@ -401,6 +401,25 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         return (clip_loss.detach() * usable).sum().item(), (clip_iou * usable).sum().item(), valid
+
+    def _swap_and_attach(self, frames: Tensor, masks: Tensor, coin: torch.Generator) -> tuple[Tensor, Tensor]:
+        """:func:`emvos.data.swap_and_attach` over the global batch, whatever the number of processes.
+
+        Clip ``j`` of the global batch receives the object of clip ``j - 1``; a process's first clip
+        receives it from the previous process's last clip.
+
+        Args:
+            frames: ``(b, L, 3, S, S)`` this process's clips.
+            masks: ``(b, L, S, S)`` their masks.
+            coin: the batch's generator.
+        """
+        if self.dist.world_size == 1:
+            return swap_and_attach(frames, masks, coin)
+        source = (self.dist.rank - 1) % self.dist.world_size
+        prev_frames = self.dist.all_gather(frames[-1:])[source]
+        prev_masks = self.dist.all_gather(masks[-1:])[source]
+        frames, masks = swap_and_attach(torch.cat([prev_frames, frames]), torch.cat([prev_masks, masks]), coin)
+        return frames[1:], masks[1:]
 
     def _after_step(self, stage: StageConfig, monitor: Monitor, stopping: bool, target: int) -> None:
         """Log, validate and save as the schedule says after iteration :attr:`step`."""
