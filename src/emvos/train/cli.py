@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                         help="continue exactly from a checkpoint (default: OUT/last.pt); without --config the "
                              "checkpoint's config is used")
-    parser.add_argument("--out", default=None, help="output folder (same as out=DIR)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (same as out=DIR)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

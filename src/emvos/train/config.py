@@ -156,7 +156,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check the values (not the data on disk); raise :class:`EmvosInputError` on the first problem."""
-        from emvos.train.datasets import dataset_kinds
+        from emvos.train.datasets import dataset_kinds  # that module imports this one
 
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -193,6 +193,7 @@ class TrainConfig:
         for key in ("workers", "threads", "save_every", "snapshot_every"):
             need(getattr(self, key) >= 0, f"{key}: must not be negative, got {getattr(self, key)}")
         need(self.log_every >= 1, f"log_every: must be at least 1, got {self.log_every}")
+        need(self.seed >= 0, f"seed: must not be negative, got {self.seed}")
         need(bool(self.out), "out: give an output folder")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
              f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")

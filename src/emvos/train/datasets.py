@@ -35,12 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from emvos.data import DavisClips, StaticPseudoVideos, YTVOSClips, coco_instances, image_folder_pairs
+from emvos.data import VIRTUAL_LENGTH, DavisClips, StaticPseudoVideos, YTVOSClips, coco_instances, image_folder_pairs
 from emvos.errors import EmvosInputError
 from emvos.train.config import DataConfig
-
-#: Effectively unlimited dataset length: the sampler, not the dataset, decides how many samples are read.
-UNLIMITED = 2**62
 
 DatasetBuilder = Callable[[DataConfig, int, int, int, Sequence[str]], Dataset]
 _REGISTRY: dict[str, DatasetBuilder] = {}
@@ -191,13 +188,6 @@ def _smooth_noise(rng: np.random.Generator, channels: int, size: int, cells: int
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0]
 
 
-@register_dataset("synthetic", reads_files=False)
-def _build_synthetic(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
-    kwargs = {**data.options, "size": size, "seed": seed}
-    _check_options(SyntheticClips, data, kwargs)
-    return SyntheticClips(clip_len, **kwargs)
-
-
 class SyntheticClips(Dataset):
     """Clips of a textured ellipse moving over a textured background; needs no files.
 
@@ -215,7 +205,7 @@ class SyntheticClips(Dataset):
         self.clip_len, self.size, self.seed, self.motion = clip_len, size, seed, motion
 
     def __len__(self) -> int:
-        return UNLIMITED
+        return VIRTUAL_LENGTH
 
     def __getitem__(self, k: int) -> dict[str, Tensor]:
         """Sample ``k``: ``frames (L, 3, S, S)`` in [0, 1] and ``masks (L, S, S)`` int64 in {0, 1}."""
@@ -234,9 +224,16 @@ class SyntheticClips(Dataset):
         for t in range(length):
             cy, cx = start + velocity * t
             dy, dx = yy - cy, xx - cx
-            u = dx * math.cos(angle + 0.05 * t) + dy * math.sin(angle + 0.05 * t)
-            v = -dx * math.sin(angle + 0.05 * t) + dy * math.cos(angle + 0.05 * t)
+            cos, sin = math.cos(angle + 0.05 * t), math.sin(angle + 0.05 * t)  # slowly turning
+            u, v = dx * cos + dy * sin, dy * cos - dx * sin
             inside = (u / radii[0]) ** 2 + (v / radii[1]) ** 2 <= 1.0
             frames.append(torch.where(inside, texture, background))
             masks.append(inside.long())
         return {"frames": torch.stack(frames), "masks": torch.stack(masks)}
+
+
+@register_dataset("synthetic", reads_files=False)
+def _build_synthetic(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    kwargs = {**data.options, "size": size, "seed": seed}
+    _check_options(SyntheticClips, data, kwargs)
+    return SyntheticClips(clip_len, **kwargs)

@@ -3,8 +3,8 @@
 Each held-out sequence is segmented from its first annotation with :class:`VideoPredictor` (the
 inference path users run), optionally on its first ``max_frames`` frames only. Scoring follows the
 DAVIS semi-supervised protocol of :mod:`emvos.eval`: every object of the first annotation is scored
-on its own, the first and last segmented frames are not scored, and ``J&F`` is the mean of J-Mean
-and F-Mean over all objects.
+on its own (objects that appear later are not given, nor scored), the first and last segmented
+frames are not scored, and ``J&F`` is the mean of J-Mean and F-Mean over all objects.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from emvos.data.base import read_labels
 from emvos.errors import EmvosInputError
 from emvos.eval.metrics import object_statistics, region_and_boundary
 from emvos.inference.predictor import VideoPredictor
@@ -51,12 +51,6 @@ class _Sequence:
     first: np.ndarray  # (H, W) uint8 ids of the first annotation
 
 
-def _read_labels(path: Path) -> np.ndarray:
-    """``(H, W) uint8`` ids of a palette or greyscale annotation PNG."""
-    with Image.open(path) as image:
-        return np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
-
-
 class HeldOutValidator:
     """Scores a network on held-out sequences of a DAVIS-layout folder.
 
@@ -88,7 +82,7 @@ class HeldOutValidator:
             if len(stems) < 3 or missing:
                 raise EmvosInputError(f"{annotations}: validation needs at least 3 frames, each annotated "
                                       f"(missing: {', '.join(missing[:3]) or 'none'}); choose another sequence")
-            first = _read_labels(pngs[0])
+            first = read_labels(pngs[0])
             if not first.any():
                 raise EmvosInputError(f"{pngs[0]}: the first annotation of validation sequence {name!r} has no "
                                       "object; choose another sequence")
@@ -115,7 +109,7 @@ class HeldOutValidator:
                 predicted.append(predictor.step(state, frame.image, seq.first if frame.index == 0 else None).labels)
             scored = slice(1, len(predicted) - 1)  # the given first frame and the last frame are not scored
             pred = np.stack(predicted[scored])
-            gt = np.stack([_read_labels(p) for p in seq.annotations[scored]])
+            gt = np.stack([read_labels(p) for p in seq.annotations[scored]])
             seq_j, seq_f = [], []
             for object_id in (int(i) for i in np.unique(seq.first) if i != 0):
                 j, f = region_and_boundary(gt == object_id, pred == object_id)
