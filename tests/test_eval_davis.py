@@ -385,9 +385,8 @@ def test_too_few_annotated_frames(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def run_emvos(monkeypatch: pytest.MonkeyPatch):
-    """``emvos.cli.main`` with only the eval subcommands registered (no model imports)."""
-    monkeypatch.setattr(emvos.cli, "SUBCOMMAND_MODULES", ("emvos.eval.cli",))
+def run_emvos():
+    """``emvos.cli.main``, which registers only the eval subcommand for ``emvos eval ...`` (no model imports)."""
     return emvos.cli.main
 
 

@@ -15,33 +15,35 @@ from collections.abc import Sequence
 from emvos import __version__
 from emvos.errors import EmvosInputError
 
-#: Modules that contribute a subcommand, in the order ``emvos --help`` lists them.
-SUBCOMMAND_MODULES = (
-    "emvos.inference.cli",
-    "emvos.eval.cli",
-    "emvos.eval.benchmark",
-    "emvos.eval.ytvos",
-    "emvos.train.cli",
-)
+#: Each subcommand and the module that registers it, in the order ``emvos --help`` lists them.
+SUBCOMMANDS = {
+    "segment": "emvos.inference.cli",
+    "eval": "emvos.eval.cli",
+    "benchmark": "emvos.eval.benchmark",
+    "ytvos": "emvos.eval.ytvos",
+    "train": "emvos.train.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``command``, only that subcommand's module is imported (fast ``--help``)."""
     parser = argparse.ArgumentParser(
         prog="emvos",
         description="Semi-supervised video object segmentation with pixel-level equalized matching.",
     )
     parser.add_argument("--version", action="version", version=f"emvos {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for name in SUBCOMMAND_MODULES:
+    modules = [SUBCOMMANDS[command]] if command in SUBCOMMANDS else SUBCOMMANDS.values()
+    for name in modules:
         importlib.import_module(name).add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emvos`` console script; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except EmvosInputError as exc:
