@@ -10,10 +10,16 @@ object fully covered by swap-and-attach, say) are left out of the loss; a batch 
 is skipped without an optimizer step. The encoder stays frozen and the whole network stays in
 evaluation mode (frozen BatchNorm).
 
+With ``N`` processes (``torchrun``), each takes a contiguous ``1/N`` of every global batch,
+swap-and-attach pairs clips across processes exactly as in one process, and each process scales its
+loss so that DDP's gradient average is the gradient of the global mean: ``N`` processes compute the
+same losses as one, up to floating-point summation order.
+
 Resuming is exact: everything an iteration depends on is either a function of (seed, stage,
 iteration) — the data and the augmentation coin — or saved in ``last.pt`` — weights, Adam's state,
 the loss scaler, and the RNG states of Python, NumPy and PyTorch. A run interrupted and resumed
-therefore computes the same losses, bit for bit on the same machine, as one that never stopped.
+therefore computes the same losses, bit for bit on the same machine and thread count, as one that
+never stopped (on GPUs, up to the non-determinism of some CUDA kernels).
 """
 
 from __future__ import annotations
