@@ -110,3 +110,12 @@ def test_unreadable_or_foreign_checkpoints_are_input_errors(tmp_path: Path, cont
         path.write_bytes(content)
     with pytest.raises(EmvosInputError, match="bad.pt"):
         load_model(path)
+
+
+def test_equalized_key_calibration_sets_the_logit_spread() -> None:
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    refs, queries = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    model.calibrate_equalized_keys(refs, queries, logit_std=3.0)
+    keys_r, keys_q = model.embed(refs).keys["em"], model.embed(queries).keys["em"]
+    assert torch.bmm(keys_r.transpose(1, 2), keys_q).std().item() == pytest.approx(3.0, rel=1e-3)

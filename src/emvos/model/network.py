@@ -139,6 +139,34 @@ class EMVOS(nn.Module):
         logits = self.decoder(shared, scores.view(b * o, -1, h, w), prev_mask.reshape(b * o, 2, h, w))
         return logits.view(b, o, *logits.shape[1:])
 
+    @torch.no_grad()
+    def calibrate_equalized_keys(self, refs: Tensor, queries: Tensor, logit_std: float) -> float:
+        """Rescale the equalized branch's key projection so that its logits have a given spread.
+
+        An initialisation step for training (data-dependent, like LSUV). With Kaiming-initialised
+        keys on raw encoder features, the dot products of eq. 4 can reach thousands, so the softmax
+        over the query is one-hot and its gradient underflows to zero: the branch cannot learn.
+        Keys scale linearly with the projection, logits quadratically, so weights and bias are
+        multiplied by ``sqrt(logit_std / std)``.
+
+        Args:
+            refs: ``(B, 3, H, W)`` reference frames in ``[0, 1]``.
+            queries: ``(B, 3, H, W)`` query frames (e.g. the next frame of each clip).
+            logit_std: the standard deviation wanted for the logits ``k_ref · k_query``.
+
+        Returns:
+            The factor applied to the projection.
+        """
+        if "em" not in self.keys:
+            raise ValueError("this network has no equalized-matching branch")
+        ref_keys, query_keys = self.embed(refs).keys["em"], self.embed(queries).keys["em"]
+        std = torch.bmm(ref_keys.transpose(1, 2), query_keys).std().item()
+        factor = (logit_std / std) ** 0.5
+        self.keys["em"].weight.mul_(factor)
+        if self.keys["em"].bias is not None:
+            self.keys["em"].bias.mul_(factor)
+        return factor
+
     def forward(self, clip: Tensor, first_mask: Tensor) -> Tensor:
         """Unroll a training clip: frame 0 is given, frames ``1..L-1`` are predicted in order.
 

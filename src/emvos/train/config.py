@@ -115,6 +115,10 @@ class TrainConfig:
         optim: Adam's settings.
         val: validation on held-out sequences.
         swap_attach_p: probability that a batch gets swap-and-attach augmentation.
+        em_logit_std: when positive, a new run rescales the equalized branch's key projection so its
+            logits have this standard deviation on the first training clips
+            (:meth:`EMVOS.calibrate_equalized_keys`); 0 keeps the Kaiming initialisation of the
+            official code.
         out: output folder (checkpoints, ``config.yaml``, ``metrics.csv``, ``tb/``).
         seed: seeds the network's initialisation, the datasets and the augmentation coins.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
@@ -133,6 +137,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     val: ValConfig = field(default_factory=ValConfig)
     swap_attach_p: float = 0.2
+    em_logit_std: float = 0.0
     out: str = "runs/emvos"
     seed: int = 0
     device: str = "auto"
@@ -177,6 +182,9 @@ class TrainConfig:
             need(stage.crop >= 16, f"{where}.crop: must be at least 16, got {stage.crop}")
             need(stage.lr > 0, f"{where}.lr: must be positive, got {stage.lr}")
         need(0.0 <= self.swap_attach_p <= 1.0, f"swap_attach_p: must lie in [0, 1], got {self.swap_attach_p}")
+        need(self.em_logit_std >= 0, f"em_logit_std: must be 0 (off) or positive, got {self.em_logit_std}")
+        need(self.em_logit_std == 0 or "em" in self.model.branches,
+             "em_logit_std: calibrates the equalized branch, which this model does not have")
         need(all(0.0 <= b < 1.0 for b in self.optim.betas), f"optim.betas: must lie in [0, 1), got {self.optim.betas}")
         need(self.optim.eps > 0 and self.optim.weight_decay >= 0,
              "optim: eps must be positive and weight_decay non-negative")

@@ -262,6 +262,8 @@ class Trainer:
         self._resumed_from = resume
         if checkpoint is not None:
             self._restore(checkpoint, Path(resume))
+        elif config.em_logit_std > 0:
+            self._calibrate_equalized_keys()
 
     # -- set-up ------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -295,6 +297,15 @@ class Trainer:
         self.best_jf, self.best_step = metrics.get("best_jf"), metrics.get("best_step")
         self.last_val = dict(metrics.get("val") or {})
         restore_rng(checkpoint["rng"])
+
+    def _calibrate_equalized_keys(self) -> None:
+        """Scale the new network's equalized keys on the first clips of stage 0 (frames 0 and 1)."""
+        dataset = self.stage_dataset(0)
+        clips = torch.stack([dataset[k]["frames"] for k in range(self.config.stages[0].batch_size)])
+        clips = clips.to(self.device)
+        factor = self.model.calibrate_equalized_keys(clips[:, 0], clips[:, 1], self.config.em_logit_std)
+        if self.dist.is_main:
+            print(f"equalized keys rescaled by {factor:.4g} (logit std {self.config.em_logit_std})", file=sys.stderr)
 
     @property
     def step(self) -> int:
