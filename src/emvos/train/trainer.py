@@ -246,6 +246,8 @@ class Trainer:
                                       f"{config.model.encoder} encoder's stride {self.model.stride}")
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if config.compile:
+            self.model.encoder.compile()  # in place: parameter names and checkpoints stay the same
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.network: torch.nn.Module = self.model
         if self.dist.world_size > 1:
