@@ -107,7 +107,7 @@ def _as_image(image: ImageLike) -> np.ndarray:
     arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"a frame must be an (H, W, 3) uint8 RGB array, got {arr.dtype} {arr.shape}")
-    return arr
+    return arr if arr.flags.writeable else arr.copy()  # torch.from_numpy warns on read-only arrays
 
 
 class VideoPredictor:
