@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "benchmark": "emvos.eval.benchmark",
     "ytvos": "emvos.eval.ytvos",
     "train": "emvos.train.cli",
+    "app": "emvos.app.cli",
 }
 
 
