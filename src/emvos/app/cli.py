@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 
 from emvos.app.session import AppSession, video_name
@@ -58,18 +59,20 @@ def run(args: argparse.Namespace) -> int:
                               f"{args.input}, or leave the video out to continue")
     session = AppSession(workspace, root, lambda: build_predictor(args),
                          model_name=str(args.checkpoint) if args.checkpoint else "the shipped model")
+    if source is not None and video is None:
+        session.open_video(source, name=video_name(source), source=str(source))  # decodes in the background
     try:
         server = serve(session, args.host, args.port)
     except OSError as error:
+        session.jobs.cancel()
+        session.jobs.wait(timeout=60)
         raise EmvosInputError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
                               "pass another --port (0 picks a free one)") from error
     try:
-        if source is not None and video is None:
-            session.open_video(source, name=video_name(source), source=str(source))
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"emvos app: open http://{host}:{server.server_port}/ in a browser "
+        print(f"emvos app: open http://{host}:{server.server_address[1]}/ in a browser "
               f"(workspace {workspace.path}; Ctrl-C stops)", flush=True)
-        if server.server_address[0] not in ("127.0.0.1", "::1"):
+        if not ipaddress.ip_address(server.server_address[0]).is_loopback:
             print("emvos app: warning: listening beyond this computer; anyone who can reach it can read the videos "
                   f"under {root}", flush=True)
         server.serve_forever()

@@ -24,7 +24,9 @@ frame or mask, 409 a job is running or the workspace holds another video (send `
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, cast
@@ -233,7 +235,14 @@ def _save_uploads(uploads: list[FileStorage], folder: Path) -> Path:
 def serve(session: AppSession, host: str, port: int) -> BaseWSGIServer:
     """A threaded HTTP server for the app, bound to ``host:port`` (port 0 picks a free one); not started.
 
-    Call ``serve_forever()`` on it; ``server_port`` is the port it got.
+    Call ``serve_forever()`` on it; ``server_address[1]`` is the port it got.
+
+    Raises:
+        OSError: the address cannot be bound (the port is taken, the host is not this computer's).
     """
-    loopback = host in LOOPBACK_NAMES or host.startswith("127.")
-    return cast(BaseWSGIServer, make_server(host, port, create_app(session, loopback_only=loopback), threaded=True))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Bind here, so a taken port raises OSError (werkzeug would print and exit instead).
+    with socket.create_server((host, port), family=family) as listening:
+        loopback = ipaddress.ip_address(listening.getsockname()[0]).is_loopback
+        app = create_app(session, loopback_only=loopback)
+        return cast(BaseWSGIServer, make_server(host, port, app, threaded=True, fd=listening.fileno()))

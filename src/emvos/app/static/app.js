@@ -83,7 +83,7 @@ function resetVideo() {
   const view = $("view");
   view.width = v.width;
   view.height = v.height;
-  setSize(Math.max(2, Math.round(Math.min(v.width, v.height) / 24)));
+  setSize(Math.max(3, Math.round(Math.min(v.width, v.height) / 20)));
   $("frameSlider").max = v.frames - 1;
   layoutCanvas();
   loadFrame(0);
@@ -335,7 +335,7 @@ function colour(id) {
 function draw() {
   const v = video();
   if (!v || !app.image) return;
-  const ctx = $("view").getContext("2d");
+  const ctx = $("view").getContext("2d", {willReadFrequently: true});
   ctx.drawImage(app.image, 0, 0, v.width, v.height);
   if (!$("showMaskInput").checked) return;
   const alpha = Math.round(Number($("opacityInput").value) / 100 * 255);
@@ -416,7 +416,7 @@ function renderMarks() {
   // The slider's thumb centre travels over the track minus the thumb width (about 16 px).
   const inset = 8 * devicePixelRatio, span = canvas.width - 2 * inset;
   const x = (i) => inset + (v.frames > 1 ? i / (v.frames - 1) : 0.5) * span;
-  const cell = Math.max(devicePixelRatio, span / Math.max(1, v.frames));
+  const cell = Math.max(devicePixelRatio, span / Math.max(1, v.frames - 1));
   ctx.fillStyle = "#2f8f5b";
   for (const i of app.results) ctx.fillRect(x(i) - cell / 2, canvas.height * 0.45, cell, canvas.height * 0.55);
   ctx.fillStyle = "#ffcc33";
@@ -441,7 +441,7 @@ function renderObjects() {
     if (present.has(id)) {
       const here = document.createElement("span");
       here.className = "present";
-      here.textContent = "on this frame";
+      here.title = "on this frame";
       item.append(here);
     }
     item.addEventListener("click", () => selectObject(id));
