@@ -173,6 +173,17 @@ def test_odd_paths_are_taken_literally_inside_the_root(client: FlaskClient, root
     assert client.get("/api/state").get_json()["video"] is None
 
 
+def test_the_workspace_inside_the_root_is_neither_listed_nor_opened(root: Path, checkpoint: Path) -> None:
+    session = make_session(root, root / "emvos-workspace", tiny_loader(checkpoint))
+    client = _client(session)
+    open_video(client, "clip.mp4")
+    assert [e["name"] for e in client.get("/api/files").get_json()["entries"]] == ["clip.mp4"]
+    for path in ("emvos-workspace/frames", "emvos-workspace"):
+        response = client.post("/api/open", json={"path": path, "replace": True})
+        assert response.status_code == 403 and "workspace" in response.get_json()["error"]
+    assert len(list(session.workspace.frames_dir.glob("*.jpg"))) == FRAMES
+
+
 def test_downloads_stay_in_the_exports_folder(opened: FlaskClient, session: AppSession) -> None:
     (session.workspace.path / "secret.txt").write_text("s")
     for url in ("/api/exports/../workspace.json", "/api/exports/..%2fworkspace.json", "/api/exports/../secret.txt",
@@ -347,13 +358,14 @@ def test_reopening_a_workspace_continues_the_work(opened: FlaskClient, session: 
     assert wait_job(opened)["state"] == "done"
     before = opened.get("/api/state").get_json()
     (session.workspace.results_dir / ".00003.png.abc.tmp").write_bytes(b"half")  # a write cut short by a kill
+    (session.workspace.scratch_dir() / "upload.mp4").write_bytes(b"part")  # an upload cut short
 
     reopened = _client(make_session(root, session.workspace.path, tiny_loader(checkpoint)))
     after = reopened.get("/api/state").get_json()
     assert after["video"] == before["video"]
     assert (after["annotated"], after["results"], after["objects"]) == ([0], list(range(FRAMES)), [5])
     assert np.array_equal(_get_labels(reopened, 0, "annotation"), given)
-    assert not list(session.workspace.path.rglob("*.tmp"))
+    assert not list(session.workspace.path.rglob("*.tmp")) and not list(session.workspace.path.glob(".scratch-*"))
 
 
 def test_opening_another_video_needs_confirmation(opened: FlaskClient, root: Path, session: AppSession) -> None:
@@ -386,7 +398,7 @@ def test_upload_a_video_and_frames(client: FlaskClient, root: Path, session: App
     assert response.status_code == 202
     assert wait_job(client)["state"] == "done"
     assert client.get("/api/state").get_json()["video"]["frame_names"] == ["f0", "f1"]
-    assert not [p for p in session.workspace.path.iterdir() if p.name.startswith(".upload")]
+    assert not [p for p in session.workspace.path.iterdir() if p.name.startswith(".")]
     assert not (root.parent / "f0.png").exists()
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -133,7 +132,7 @@ def create_app(session: AppSession, *, loopback_only: bool = True) -> Flask:
             raise EmvosInputError("choose a video file or the frames of a video to upload")
         if session.jobs.busy:
             raise JobBusy("a job is running; wait for it or cancel it")
-        folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=workspace.path))
+        folder = workspace.scratch_dir()
         try:
             path = _save_uploads(uploads, folder)
         except BaseException:
@@ -177,13 +176,15 @@ def create_app(session: AppSession, *, loopback_only: bool = True) -> Flask:
         if upload is None:
             raise EmvosInputError("choose a mask PNG to import")
         shown = upload.filename or "mask.png"
-        with tempfile.TemporaryDirectory(prefix=".mask-", dir=workspace.path) as folder:
-            path = Path(folder) / "mask.png"
+        folder = workspace.scratch_dir()
+        path = folder / "mask.png"
+        try:
             upload.save(path)
-            try:
-                mask = read_mask(path)
-            except EmvosInputError as error:
-                raise EmvosInputError(str(error).replace(str(path), shown)) from error
+            mask = read_mask(path)
+        except EmvosInputError as error:
+            raise EmvosInputError(str(error).replace(str(path), shown)) from error
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return jsonify(objects=session.import_mask(index, mask.labels))
 
     @app.post("/api/propagate")

@@ -152,7 +152,7 @@ class AppSession:
             raise EmvosInputError(f"{requested}: not a folder")
         entries = []
         for entry in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or self.workspace.contains(entry.resolve()):
                 continue
             if entry.is_dir():
                 kind = "folder"
@@ -169,6 +169,8 @@ class AppSession:
     def open_path(self, requested: str, *, replace: bool = False) -> JobStatus:
         """Open a video file or frame folder inside the root (see :meth:`open_video`)."""
         path = resolve_inside(self.root, requested)
+        if self.workspace.contains(path):
+            raise PathRefused(f"{requested}: is the workspace's own folder; open a video from elsewhere")
         return self.open_video(path, name=video_name(path), source=str(path), replace=replace)
 
     def open_video(self, path: Path, *, name: str, source: str, replace: bool = False,

@@ -163,10 +163,20 @@ class Workspace:
         return self.path / "workspace.json"
 
     def _remove_temporary_files(self) -> None:
-        """Delete what a killed server left half-written (hidden ``*.tmp`` files)."""
+        """Delete what a killed server left behind: half-written ``*.tmp`` files and scratch folders."""
         for folder in (self.path, self.annotations_dir, self.results_dir):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
+        for scratch in self.path.glob(".scratch-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def scratch_dir(self) -> Path:
+        """A new hidden folder in the workspace for uploads; the caller deletes it (or the next start does)."""
+        return Path(tempfile.mkdtemp(prefix=".scratch-", dir=self.path))
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` (resolved) is the workspace or inside it."""
+        return path == self.path or self.path in path.parents
 
     def _load(self) -> VideoInfo | None:
         if not self.manifest.is_file():
