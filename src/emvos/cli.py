@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "benchmark": "emvos.eval.benchmark",
     "ytvos": "emvos.eval.ytvos",
     "train": "emvos.train.cli",
+    "synth": "emvos.data.cli",
+    "visualize": "emvos.visualize.cli",
     "app": "emvos.app.cli",
 }
 

@@ -8,6 +8,8 @@ Every dataset here is a map-style :class:`torch.utils.data.Dataset` of virtually
 * :class:`StaticPseudoVideos`: pre-training on static images (:func:`coco_instances`,
   :func:`image_folder_pairs`).
 * :class:`DavisClips`, :class:`YTVOSClips`: main training on DAVIS 2016/2017 and YouTube-VOS.
+* :class:`DistractorClips`: targets among look-alike distractors, rendered on the fly
+  (:mod:`emvos.data.synthetic`, which also writes them to disk as a benchmark).
 """
 
 from emvos.data.base import MAX_DRAWS, SKIP_REASONS, VIRTUAL_LENGTH, ClipDataset, SampleSkipped
@@ -21,6 +23,7 @@ from emvos.data.static import (
     coco_instances,
     image_folder_pairs,
 )
+from emvos.data.synthetic import DistractorClips, DistractorSettings, DistractorVideo
 from emvos.data.transforms import CropBox, swap_and_attach
 from emvos.data.video import AnnotatedVideo, VideoClips
 from emvos.data.ytvos import YTVOSClips
@@ -32,6 +35,9 @@ __all__ = [
     "CropBox",
     "DAVIS_YEARS",
     "DavisClips",
+    "DistractorClips",
+    "DistractorSettings",
+    "DistractorVideo",
     "MAX_DRAWS",
     "PairedImage",
     "SKIP_REASONS",

@@ -36,7 +36,7 @@ class DataConfig:
 
     Attributes:
         kind: a registered dataset kind (:func:`emvos.train.datasets.dataset_kinds`): ``static``
-            (pseudo-videos from still images), ``davis``, ``ytvos`` or ``synthetic``.
+            (pseudo-videos from still images), ``davis``, ``ytvos``, ``synthetic`` or ``distractors``.
         root: the dataset's folder; relative paths are relative to the working directory.
         options: keyword arguments of the dataset's constructor beyond root, clip length, crop
             size and seed; checked against the constructor when training starts.

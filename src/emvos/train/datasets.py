@@ -19,6 +19,9 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
 * ``davis``: :class:`emvos.data.DavisClips` (``year``, ``split``, ``sequences``, ``exclude``, ...).
 * ``ytvos``: :class:`emvos.data.YTVOSClips` (``split``, ``videos``, ``exclude``, ...).
 * ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
+* ``distractors``: :class:`emvos.data.DistractorClips`, targets among look-alike distractors rendered on
+  the fly (``difficulty`` and the knobs of :class:`emvos.data.synthetic.DistractorSettings`,
+  ``frame_size``); ``root``, optional, is a folder of photos to cut textures from.
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from emvos.data import VIRTUAL_LENGTH, DavisClips, StaticPseudoVideos, YTVOSClips, coco_instances, image_folder_pairs
+from emvos.data import (
+    VIRTUAL_LENGTH,
+    DavisClips,
+    DistractorClips,
+    StaticPseudoVideos,
+    YTVOSClips,
+    coco_instances,
+    image_folder_pairs,
+)
 from emvos.errors import EmvosInputError
 from emvos.train.config import DataConfig
 
@@ -230,6 +241,14 @@ class SyntheticClips(Dataset):
             frames.append(torch.where(inside, texture, background))
             masks.append(inside.long())
         return {"frames": torch.stack(frames), "masks": torch.stack(masks)}
+
+
+@register_dataset("distractors", reads_files=False)
+def _build_distractors(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    """Targets among look-alike distractors, rendered on the fly; ``root`` (optional): texture photos."""
+    kwargs = _clip_kwargs(dict(data.options), clip_len, size, seed)
+    _check_options(DistractorClips, data, kwargs)
+    return DistractorClips(data.root or None, **kwargs)
 
 
 @register_dataset("synthetic", reads_files=False)

@@ -1,0 +1,17 @@
+"""Figures of the matching study (issue #8): score maps of SM, BM and EM (paper Figure 4) and a
+Figure-1-style toy; ``emvos visualize``."""
+
+from emvos.visualize.scores import MATCHERS, MatchingScores, matching_score_maps, render_matching_figure
+from emvos.visualize.toy import ToyCase, ToyScores, render_toy_figure, toy_case, toy_scores
+
+__all__ = [
+    "MATCHERS",
+    "MatchingScores",
+    "ToyCase",
+    "ToyScores",
+    "matching_score_maps",
+    "render_matching_figure",
+    "render_toy_figure",
+    "toy_case",
+    "toy_scores",
+]
