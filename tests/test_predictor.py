@@ -160,3 +160,32 @@ def test_geometry_pads_centred_and_restores() -> None:
     geo = Geometry.for_frames((240, 432), resolution=480, stride=16)
     assert geo.work == (480, 864) and geo.resized
     assert Geometry.for_frames((720, 1280), resolution=480, stride=16).work == (480, 853)
+
+
+def test_inference_optimisations_keep_the_masks() -> None:
+    """Folded BatchNorm and channels-last give the unoptimised path's masks (up to float rounding)."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="efficientnet_lite0", key_channels=16, decoder_widths=(8, 8, 8)))
+    with torch.no_grad():  # decisive logits, as a trained decoder gives; near-ties would flip on rounding
+        for p in model.decoder.parameters():
+            p.mul_(3)
+    frames = _frames(4, seed=7)
+    first = _mask({1: (5, 30, 5, 40), 2: (20, 45, 45, 75)})
+    outputs = {}
+    for optimize in (False, True):
+        pred = VideoPredictor(model, device="cpu", resolution=0, optimize=optimize)
+        state = pred.init_state()
+        outputs[optimize] = np.stack([pred.step(state, f, first if i == 0 else None).labels
+                                      for i, f in enumerate(frames)])
+    assert (outputs[False] == outputs[True]).mean() > 0.999
+    assert sum(1 for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)) > 0  # not folded in place
+
+
+def test_bf16_autocast_runs_on_cpu(predictor: VideoPredictor) -> None:
+    pred = VideoPredictor(predictor.model, device="cpu", resolution=0, precision="bf16")
+    state = pred.init_state()
+    frames = _frames(2, seed=8)
+    pred.step(state, frames[0], _mask({1: (5, 40, 5, 60)}))
+    assert pred.step(state, frames[1]).labels.shape == (H, W)
+    with pytest.raises(EmvosInputError, match="fp16"):
+        VideoPredictor(predictor.model, device="cpu", precision="fp16")

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import DEFAULT_RESOLUTION, VideoPredictor
+from emvos.inference.predictor import AUTOCAST_DTYPES, DEFAULT_RESOLUTION, VideoPredictor, load_network
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
@@ -34,6 +34,10 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                              "(default: the paper's best, 32 / 128)")
     parser.add_argument("--k2", type=float, default=None,
                         help="bijective K2 (previous frame) (default: the paper's best, 32 / 16)")
+    parser.add_argument("--precision", choices=tuple(AUTOCAST_DTYPES), default="fp32",
+                        help="fp32 (default), or bf16 (CPU/CUDA) / fp16 (CUDA) autocast: faster, slightly less exact")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the network with torch.compile (slow first frames, faster after)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -45,20 +49,19 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         torch.set_num_threads(args.threads)
     if args.device != "auto" and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-    predictor = VideoPredictor.from_checkpoint(args.checkpoint, device=args.device, resolution=args.resolution)
+    model = load_network(args.checkpoint)
     matching = args.matching
-    trained = predictor.model.config.matching
+    trained = model.config.matching
     if matching in BRANCH_SETS and matching != trained:
         raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
                               f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
     if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
         raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
                               "add --matching bm-kernel or bm-topk")
-    if matching in ("bm-kernel", "bm-topk"):
-        bijective = Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
-        predictor = VideoPredictor(predictor.model, device=predictor.device, resolution=args.resolution,
-                                   bijective=bijective)
-    return predictor
+    bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
+                 if matching in ("bm-kernel", "bm-topk") else None)
+    return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
+                          precision=args.precision, compile=args.compile)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import Tensor
+from torch import Tensor, nn
 
 from emvos.errors import EmvosInputError
-from emvos.model.encoders.base import Encoder, FeatureInfo, Features, register_encoder, warn_random_weights
+from emvos.model.encoders.base import (
+    Encoder,
+    FeatureInfo,
+    Features,
+    fold_conv_batchnorm,
+    register_encoder,
+    warn_random_weights,
+)
 
 #: The file name torchvision gives the ImageNet weights in its cache (``torch.hub.get_dir()/checkpoints``).
 TORCHVISION_FILE = "densenet121-a639ec97.pth"
@@ -71,6 +78,11 @@ class DenseNet121Encoder(Encoder):
         self.denseblock1, self.transition1 = f.denseblock1, f.transition1
         self.denseblock2, self.transition2 = f.denseblock2, f.transition2
         self.denseblock3 = f.denseblock3
+
+    def fold_batchnorm(self) -> None:
+        """Fold ``norm0`` into ``conv0``; the dense layers normalise *before* their convolutions."""
+        fold_conv_batchnorm(self.conv0, self.norm0)
+        self.norm0 = nn.Identity()
 
     def extract(self, x: Tensor) -> Features:
         x = self.pool0(self.relu0(self.norm0(self.conv0(x))))
