@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from emvos.cli import main
 from emvos.errors import EmvosInputError
 from emvos.model.checkpoint import load_model
 from emvos.train import (
@@ -115,6 +116,22 @@ def test_checkpoints_are_self_describing_and_load_with_weights_only(tmp_path: Pa
     assert data["optimizer"]["state"] and data["metrics"] == {"best_jf": None, "best_step": None, "val": {}}
     assert (tmp_path / "config.yaml").is_file()
     assert load_model(tmp_path / "last.pt").config == config.model
+
+
+def test_export_keeps_the_model_in_half_precision_with_its_provenance(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run")
+    Trainer(config, progress=False).fit(until=2)
+    assert main(["export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "model.pt")]) == 0
+    data = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert "optimizer" not in data and "rng" not in data
+    assert data["trained"]["train_config"] == config.to_dict() and data["trained"]["step"] == 2
+    assert all(v.dtype == torch.float16 for v in data["model"].values() if v.is_floating_point())
+    trained, exported = load_model(tmp_path / "run" / "last.pt"), load_model(tmp_path / "model.pt")
+    for k, v in trained.state_dict().items():
+        assert torch.equal(exported.state_dict()[k], v.half().float()), k
+    # An exported model is not a training checkpoint: exporting it again is refused in one line.
+    assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "again.pt")]) == 2
+    assert not (tmp_path / "again.pt").exists()
 
 
 def test_sigint_saves_last_and_resume_continues(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "benchmark": "emvos.eval.benchmark",
     "ytvos": "emvos.eval.ytvos",
     "train": "emvos.train.cli",
+    "export": "emvos.train.export",
     "synth": "emvos.data.cli",
     "visualize": "emvos.visualize.cli",
     "app": "emvos.app.cli",
