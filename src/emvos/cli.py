@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "export": "emvos.train.export",
     "synth": "emvos.data.cli",
     "visualize": "emvos.visualize.cli",
+    "study": "emvos.study.cli",
     "app": "emvos.app.cli",
 }
 
