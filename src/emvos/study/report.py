@@ -235,8 +235,9 @@ def render_section(results: StudyResults) -> str:
     lines += [f"- {ordering_sentence(SET_TITLES.get(n, n), tables[n])}" for n in names]
     lines += ["", "### Sensitivity of bijective matching to K1 / K2", "",
               "The SM networks with each bijective setting (K1 against the first frame, K2 against the previous "
-              "one; kernel: standard deviation in stride-16 cells, top-K: query pixels kept), J&F in %; the best "
-              "of each kind in bold.", "",
+              "one; kernel: standard deviation in stride-16 cells, top-K: query pixels kept, as in the paper), "
+              "J&F in %; the best of each kind in bold. Below the paper's 480p the stride-16 grid has fewer cells, "
+              "so the same K filters less.", "",
               f"| BM | K1 | K2 | {' | '.join(SET_TITLES.get(n, n) for n in names)} | paper |",
               "|---|---|---|" + "---|" * len(names) + "---|"]
     grids = {n: grid_summaries(results.scores[n], config) for n in names}
