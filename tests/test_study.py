@@ -225,7 +225,9 @@ def test_replace_section_keeps_the_rest() -> None:
     text = f"intro\n\n{BEGIN}\nold\n{END}\n\nafter\n"
     assert replace_section(text, "new\n") == f"intro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"
     assert replace_section("intro\n", "new") == f"intro\n\n{BEGIN}\nnew\n{END}\n"
-    for broken in (f"{END}\n{BEGIN}\n", f"intro {BEGIN}\n"):
+    quoted = f"written between `{BEGIN}` and `{END}`.\n\n"
+    assert replace_section(quoted + text, "new") == quoted + f"intro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"
+    for broken in (f"{END}\n{BEGIN}\n", f"intro\n{BEGIN}\n"):
         with pytest.raises(EmvosInputError, match="markers"):
             replace_section(broken, "new")
 

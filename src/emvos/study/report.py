@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from itertools import combinations
@@ -289,19 +290,26 @@ def _budget_lines(results: StudyResults) -> list[str]:
     ]
 
 
+def _marker_line(marker: str, text: str) -> re.Match[str] | None:
+    """The first line of ``text`` that is ``marker`` alone (a marker quoted in prose does not count)."""
+    return re.search(rf"^{re.escape(marker)}[ \t]*$", text, flags=re.MULTILINE)
+
+
 def replace_section(text: str, section: str) -> str:
-    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``section`` (appended if absent).
+    """``text`` with the lines from :data:`BEGIN` to :data:`END` replaced by ``section`` (appended if absent).
+
+    The markers count only on lines of their own.
 
     Raises:
         EmvosInputError: only one marker, or the end before the beginning.
     """
     block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    start, end = text.find(BEGIN), text.find(END)
-    if start == -1 and end == -1:
+    start, end = _marker_line(BEGIN, text), _marker_line(END, text)
+    if start is None and end is None:
         return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
-    if start == -1 or end < start:
-        raise EmvosInputError(f"the doc's study markers are broken: it needs {BEGIN} followed by {END}")
-    return text[:start] + block + text[end + len(END):]
+    if start is None or end is None or end.start() < start.start():
+        raise EmvosInputError(f"the doc's study markers are broken: it needs a line {BEGIN}, later a line {END}")
+    return text[:start.start()] + block + text[end.end():]
 
 
 def _write_text(path: Path, text: str) -> None:
