@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import itertools
 import sys
 import tempfile
@@ -83,6 +82,8 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
+from emvos.errors import EmvosInputError
+from emvos.eval.official import build_official, import_official
 from emvos.inference.geometry import Geometry
 from emvos.inference.predictor import VideoPredictor
 from emvos.model.checkpoint import load_model
@@ -91,39 +92,10 @@ from emvos.model.checkpoint import load_model
 TINY_OBJECT_PIXELS = 1000
 
 
-def import_official(path: Path) -> ModuleType:
-    """Import the official ``emvos.py`` under another name (it would shadow the emvos package)."""
-    spec = importlib.util.spec_from_file_location("official_emvos", path)
-    if spec is None or spec.loader is None:
-        sys.exit(f"official_agreement: cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def no_pretrained_download() -> Iterator[None]:
-    """Make ``torchvision.models.densenet121(pretrained=True)`` build random weights offline."""
-    original = torchvision.models.densenet121
-
-    def densenet121(*args: object, **kwargs: object) -> torch.nn.Module:
-        kwargs.pop("pretrained", None)
-        kwargs["weights"] = None
-        return original(*args, **kwargs)
-
-    torchvision.models.densenet121 = densenet121
-    try:
-        yield
-    finally:
-        torchvision.models.densenet121 = original
-
-
 def build_models(official: ModuleType, checkpoint: Path | None, seed: int, object_gain: float, tmp: Path,
                  dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The official model and emvos's network, with the same weights, computing in ``dtype``."""
-    torch.manual_seed(seed)
-    with no_pretrained_download():
-        model = official.EMVOS()
+    model = build_official(official, seed)
     if checkpoint is None:
         with torch.no_grad():
             for i in (1, 2, 3):  # input channels 256.. are the object-specific ones
@@ -280,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    official_module = import_official(args.official)
+    try:
+        official_module = import_official(args.official)
+    except EmvosInputError as exc:
+        sys.exit(f"official_agreement: {exc}")
     names = args.sequences or sorted(p.name for p in (args.davis_root / "JPEGImages" / "480p").iterdir())
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
