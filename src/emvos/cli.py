@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "segment": "emvos.inference.cli",
     "eval": "emvos.eval.cli",
     "benchmark": "emvos.eval.benchmark",
+    "speed": "emvos.eval.speed",
     "ytvos": "emvos.eval.ytvos",
     "train": "emvos.train.cli",
     "export": "emvos.train.export",

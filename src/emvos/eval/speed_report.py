@@ -1,0 +1,278 @@
+"""Reports of ``emvos speed``: tables for the terminal, ``docs/performance.md``, and ``speed.json`` / ``.csv``.
+
+Everything here works from the JSON summary alone (:class:`emvos.eval.speed.SpeedRun` writes it), so a
+report can be rendered again from an earlier run's ``speed.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+#: The official implementation's timings quoted when it is not run (issue #7): seconds per frame by objects.
+OFFICIAL_REFERENCE = {
+    "source": "issue #7 (not this run): the official EMVOS code on the 2-core development CPU (AMD EPYC), "
+              "480p DAVIS frames, random weights, model time only",
+    "resolution": 480,
+    "seconds_per_frame": {1: 0.91, 3: 1.54},
+}
+#: The targets of issue #7.
+TARGET_SPEEDUP_FP32 = 2.0
+TARGET_SPEEDUP_FASTEST = 4.0
+TARGET_RSS_RATIO = 1.05
+TARGET_JF_POINTS = 0.3
+TARGET_GPU_FPS = 300.0
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _work(value: float | None) -> str:
+    """GFLOPs and GFLOP/s: whole numbers from 100 on, else 3 significant digits."""
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _mode_order(summary: dict) -> list[str]:
+    return list(summary["settings"]["modes"])
+
+
+def _agreement(cell: dict, reference: str) -> str:
+    if cell["mode"] == reference:
+        return "reference"
+    if cell["agreement"] is None:
+        return "–"
+    return f"{cell['agreement']:.3f} ({cell['agreement_frames']} frames)"
+
+
+def official_timings(summary: dict) -> dict | None:
+    """The official implementation's seconds per frame: this run's, else issue #7's reference where it applies.
+
+    The reference applies to CPU runs whose grid has its resolution (480p). Keys are object counts.
+    """
+    official = summary.get("official")
+    if official:
+        return {**official, "seconds_per_frame": {int(k): v for k, v in official["seconds_per_frame"].items()}}
+    settings = summary["settings"]
+    if summary["machine"]["device"] == "cpu" and OFFICIAL_REFERENCE["resolution"] in settings["resolutions"]:
+        return OFFICIAL_REFERENCE
+    return None
+
+
+def _cells(summary: dict, **match: object) -> list[dict]:
+    return [c for c in summary["cells"] if all(c.get(k) == v for k, v in match.items())]
+
+
+def _speedups(summary: dict) -> tuple[dict | None, dict[tuple[int, str], float]]:
+    """Official timings and, per (objects, mode), the paper model's model-only fps over the official fps."""
+    official = official_timings(summary)
+    if official is None:
+        return None, {}
+    ratios = {}
+    for objects, seconds in official["seconds_per_frame"].items():
+        for cell in _cells(summary, model="paper", resolution=official["resolution"], objects=objects):
+            ratios[objects, cell["mode"]] = cell["model_fps"] * seconds
+    return official, ratios
+
+
+def targets(summary: dict) -> list[list[str]]:
+    """Issue #7's targets that this summary can check: target, measured, met."""
+    rows = []
+    official, ratios = _speedups(summary)
+    default, reference = summary["settings"]["default_mode"], summary["settings"]["reference_mode"]
+    if official is not None:
+        label = "this run" if summary.get("official") else "issue #7's reference"
+        for objects in (1, 3):
+            if (objects, default) in ratios:
+                value = ratios[objects, default]
+                rows.append([f"{default} >= {TARGET_SPEEDUP_FP32:g}x official, {objects} object(s), "
+                             f"{official['resolution']}p ({label})", f"{value:.2f}x",
+                             "yes" if value >= TARGET_SPEEDUP_FP32 else "no"])
+            fastest = max(((r, m) for (o, m), r in ratios.items() if o == objects and m not in (reference, default)),
+                          default=None)
+            if fastest is not None:
+                rows.append([f"fastest opt-in mode >= {TARGET_SPEEDUP_FASTEST:g}x official, {objects} object(s) "
+                             f"({label})", f"{fastest[0]:.2f}x ({fastest[1]})",
+                             "yes" if fastest[0] >= TARGET_SPEEDUP_FASTEST else "no"])
+    lengths = summary.get("lengths")
+    if lengths and len(lengths["rows"]) > 1:
+        first, last = lengths["rows"][0], lengths["rows"][-1]
+        rows.append([f"peak RSS of {last['frames']} frames within {100 * (TARGET_RSS_RATIO - 1):.0f} % of "
+                     f"{first['frames']}", f"{lengths['rss_ratio']:.3f}x",
+                     "yes" if lengths["rss_ratio"] <= TARGET_RSS_RATIO else "no"])
+    davis = summary.get("davis")
+    for model in sorted({r["model"] for r in davis["rows"]}) if davis else ():
+        scores = {r["mode"]: r["J&F-Mean"] for r in davis["rows"] if r["model"] == model}
+        cells = [c for c in _cells(summary, model=model, objects=1) if c["mode"] in scores]
+        if default in scores and cells:
+            fastest = max(cells, key=lambda c: c["model_fps"])["mode"]
+            delta = 100 * (scores[fastest] - scores[default])
+            rows.append([f"{model}: J&F of the fastest mode within {TARGET_JF_POINTS} of {default}", f"{delta:+.2f} "
+                         f"({fastest})", "yes" if abs(delta) <= TARGET_JF_POINTS else "no"])
+    if summary["machine"]["device"].startswith("cuda"):
+        cells = _cells(summary, model="paper", resolution=480, objects=1)
+        if cells:
+            best = max(cells, key=lambda c: c["model_fps"])
+            rows.append([f"paper model >= {TARGET_GPU_FPS:g} fps, 480p, 1 object ({summary['machine'].get('gpu')})",
+                         f"{best['model_fps']:.0f} fps ({best['mode']})",
+                         "yes" if best["model_fps"] >= TARGET_GPU_FPS else "no"])
+    return rows
+
+
+def tables(summary: dict) -> list[Table]:
+    """The report's tables: title, header and rows of text cells."""
+    out: list[Table] = []
+    modes, reference = _mode_order(summary), summary["settings"]["reference_mode"]
+    peak = summary["peak"]
+    if peak:
+        precisions = [k for k in peak if "-" not in k]
+        out.append(("Measured peak (GFLOP/s)", ["precision", "matmul", "3x3 conv (channels-last)", "peak"],
+                    [[p, _work(peak[f"matmul-{p}"]), _work(peak[f"conv3x3-{p}"]), _work(peak[p])]
+                     for p in precisions]))
+    if summary["flops"]:
+        out.append(("Work per propagated frame (GFLOPs)",
+                    ["model", "resolution", "objects", "total", "encoder", "decoder, per-object part",
+                     "keys, matching, shared decoder part"],
+                    [[f["model"], f"{f['resolution']}p", str(f["objects"]), _work(f["gflops_per_frame"]),
+                      _work(f["encoder_gflops"]), _work(f["decoder_gflops"]), _work(f["other_gflops"])]
+                     for f in summary["flops"]]))
+    vram = any("peak_vram_mb" in c for c in summary["cells"])
+    for model in summary["models"]:
+        cells = sorted(_cells(summary, model=model),
+                       key=lambda c: (c["resolution"], c["objects"], modes.index(c["mode"])))
+        if not cells:
+            continue
+        header = ["resolution", "objects", "mode", "model fps", "end-to-end fps", "GFLOP/s", "% of peak",
+                  "peak RSS MiB", *(["peak VRAM MiB"] if vram else []), f"% pixels = {reference}"]
+        rows = [[f"{c['resolution']}p", str(c["objects"]), c["mode"], _num(c["model_fps"]), _num(c["end_to_end_fps"]),
+                 _work(c["gflops_per_s"]), _num(100 * c["peak_fraction"], 1), _num(c["peak_rss_mb"], 0),
+                 *([_num(c.get("peak_vram_mb"), 0)] if vram else []), _agreement(c, reference)]
+                for c in cells]
+        out.append((f"Speed: {summary['models'][model]['title']}, {summary['models'][model]['weights']} weights",
+                    header, rows))
+    official, ratios = _speedups(summary)
+    if official is not None:
+        timed = [m for m in modes if any(k[1] == m for k in ratios)]
+        official_work = {r["objects"]: r["gflops_per_frame"] for r in official.get("rows", [])}
+        work = {f["objects"]: f["gflops_per_frame"] for f in summary["flops"]
+                if f["model"] == "paper" and f["resolution"] == official["resolution"]}
+        rows = [[str(o), _num(s, 3), _num(1 / s, 2), _work(official_work.get(o)), _work(work.get(o)),
+                 *[f"{ratios[o, m]:.2f}x" if (o, m) in ratios else "–" for m in timed]]
+                for o, s in sorted(official["seconds_per_frame"].items())]
+        out.append((f"Speed-up of the paper model over the official implementation, {official['resolution']}p, "
+                    f"model only ({official['source']})",
+                    ["objects", "official s/frame", "official fps", "official GFLOPs", "emvos GFLOPs", *timed], rows))
+    lengths = summary.get("lengths")
+    if lengths:
+        rows = [[str(r["frames"]), _num(r["model_fps"]), _num(r["end_to_end_fps"]), _num(r["peak_rss_mb"], 1)]
+                for r in lengths["rows"]]
+        out.append((f"Video length: {lengths['model']}, {lengths['resolution']}p, {lengths['objects']} object, "
+                    f"{lengths['mode']}, end to end; peak RSS {lengths['rss_ratio']:.3f}x from the shortest to the "
+                    "longest", ["frames", "model fps", "end-to-end fps", "peak RSS MiB"], rows))
+    davis = summary.get("davis")
+    if davis and davis["rows"]:
+        base = {r["model"]: r["J&F-Mean"] for r in davis["rows"] if r["mode"] == reference}
+        rows = [[r["model"], r["mode"], _num(100 * r["J&F-Mean"]), _num(100 * r["J-Mean"]), _num(100 * r["F-Mean"]),
+                 _num(100 * (r["J&F-Mean"] - base[r["model"]])) if r["model"] in base else "–",
+                 _num(r["model_fps"])]
+                for r in davis["rows"]]
+        out.append((f"DAVIS {davis['year']} J&F (x100): {', '.join(davis['sequences'])}",
+                    ["model", "mode", "J&F", "J", "F", f"ΔJ&F vs {reference}", "model fps"], rows))
+    target_rows = targets(summary)
+    if target_rows:
+        out.append(("Targets of issue #7", ["target", "measured", "met"], target_rows))
+    return out
+
+
+def format_text(summary: dict) -> str:
+    """The tables as aligned plain text, for the terminal."""
+    blocks = []
+    for title, header, rows in tables(summary):
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+        lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                  for r in rows]
+        blocks.append("\n".join(lines))
+    blocks += [f"note: {n}" for n in summary["notes"]]
+    return "\n\n".join(blocks)
+
+
+def format_markdown(summary: dict) -> str:
+    """``docs/performance.md``: the command, the machine, how it was measured, and the tables."""
+    machine = summary["machine"]
+    s = summary["settings"]
+    device = machine["device"] + (f" ({machine['gpu']})" if "gpu" in machine else "")
+    lines = [
+        "# Performance",
+        "",
+        "<!-- Generated by `emvos speed --doc` from speed.json; edit the generator, not this file. -->",
+        "",
+        f"Measured {summary['date']} in {summary['elapsed_s'] / 60:.0f} minutes with:",
+        "",
+        "```bash",
+        summary["command"],
+        "```",
+        "",
+        f"- Machine: {machine['cpu']} ({machine['cpu_capability']}), {machine['cores']} cores "
+        f"({machine['available_cpus']} available), {machine['threads']} PyTorch threads; device {device}.",
+        f"- Software: PyTorch {machine['torch']}, Python {machine['python']}, {machine['platform']}.",
+        "- Models: " + "; ".join(f"`{k}` = {m['title']}, {m['parameters'] / 1e6:.1f} M parameters, "
+                                  f"{m['weights']} weights" for k, m in summary["models"].items()) + ".",
+        "",
+        "How it is measured (`src/emvos/eval/speed.py`):",
+        "",
+        "- **Model fps**: `VideoPredictor.step` on synthetic 16:9 frames generated in memory (a panning "
+        "texture with moving discs, the first `objects` discs given in frame 0), after "
+        f"{s['warmup']} warm-up frames, over enough frames to fill {s['cell_seconds']:g} s "
+        f"({s['min_frames']} to {s['max_frames']}).",
+        "- **End-to-end fps**: as many frames of the same scene decoded from an mp4 on a background "
+        "thread and written as PNGs, wall time from opening the video to the last PNG (the given first "
+        "frame included).",
+        "- **GFLOPs** of a propagated frame from `torch.utils.flop_counter` (matmuls and convolutions, 2 FLOPs "
+        "per multiply-add); **GFLOP/s** = GFLOPs x model fps; **% of peak** against the best measured "
+        "kernel (matmul or channels-last 3x3 conv) of the mode's precision, measured in the same run.",
+        "- **Peak RSS** per cell (the Linux high-water mark, reset before each cell), whole process.",
+        f"- **% pixels = {s['reference_mode']}**: identical pixels with the unoptimised fp32 network on the end-to-end "
+        "frames after the first. With random weights the decoder's outputs are nearly tied, so rounding "
+        "flips more pixels than it would with trained weights.",
+        "- Modes: `fp32-unopt` = no BatchNorm folding or channels-last; `fp32` = the default; `bf16`/`fp16` = "
+        "autocast; `+compile` = `torch.compile` of the encoder and decoder.",
+        "",
+    ]
+    for title, header, rows in tables(summary):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    if not summary.get("official"):
+        lines += ["The official implementation was not run (`--official-repo`); speed-ups use the reference "
+                  "timings quoted in issue #7 where they apply.", ""]
+    if summary["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def cells_csv(summary: dict) -> str:
+    """One row per cell."""
+    columns = ["model", "mode", "resolution", "objects", "frames", "model_fps", "end_to_end_fps",
+               "gflops_per_frame", "gflops_per_s", "peak_fraction", "peak_rss_mb", "peak_vram_mb", "agreement",
+               "agreement_frames"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary["cells"])
+    return buffer.getvalue()
+
+
+def write_outputs(summary: dict, out: Path) -> None:
+    """``OUT/speed.json`` and ``OUT/speed.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(summary, indent=1))
+    (out / "speed.csv").write_text(cells_csv(summary))
+
+
