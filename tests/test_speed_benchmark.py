@@ -111,7 +111,7 @@ def test_the_issue_reference_is_quoted_without_the_official_code(summary: dict) 
     at_480 = {**summary, "official": None, "settings": {**summary["settings"], "resolutions": [480]},
               "cells": [{**c, "resolution": 480} for c in summary["cells"]]}
     doc = format_markdown(at_480)
-    assert "issue #7 (not this run)" in doc and "| 1 | 0.910 |" in doc
+    assert "issue #7's reference, not this run" in doc and "| 1 | 0.910 |" in doc
     assert "official" not in format_text({**summary, "official": None}).lower()
 
 

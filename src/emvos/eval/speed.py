@@ -703,16 +703,20 @@ class SpeedRun:
 
     def sweep_mode(self, key: str, network: EMVOS, mode_name: str, flops: dict[tuple[int, int], FlopCount],
                    outputs: Path) -> None:
-        """Every cell of one mode; the end-to-end PNGs go to ``outputs/<mode>/<cell>``."""
+        """Every cell of one mode; the end-to-end PNGs go to ``outputs/<mode>/<cell>``.
+
+        Compiled modes get one more warm-up frame: the first frames of a new shape recompile.
+        """
         s = self.settings
         mode = MODES[mode_name]
+        cell_settings = replace(s, warmup=s.warmup + 1) if mode.compile else s
         predictor = VideoPredictor(network, device=self.device, resolution=s.resolutions[0],
                                    precision=mode.precision, optimize=mode.optimize, compile=mode.compile)
         for height in s.resolutions:
             predictor.resolution = height
             for objects in s.objects:
                 cell_dir = outputs / mode_name / f"{height}p-{objects}"
-                row = self.run_cell(predictor, height, objects, cell_dir)
+                row = self.run_cell(predictor, height, objects, cell_dir, cell_settings)
                 count = flops[height, objects]
                 achieved = count.frame * row["frames"] / row["model_seconds"] / 1e9
                 peak = self.summary["peak"][mode.precision]  # type: ignore[index]
@@ -726,9 +730,9 @@ class SpeedRun:
                          f"peak, {row['peak_rss_mb']:.0f} MiB")
                 self.save()
 
-    def run_cell(self, predictor: VideoPredictor, height: int, objects: int, cell_dir: Path) -> dict[str, float]:
+    def run_cell(self, predictor: VideoPredictor, height: int, objects: int, cell_dir: Path,
+                 s: SweepSettings) -> dict[str, float]:
         """Model-only then end-to-end timing of one cell, with its peak memory."""
-        s = self.settings
         video = self.workspace.video(height, 1 + s.max_frames)
         mask = self.workspace.mask(height, objects)
         reset_peak_rss()
