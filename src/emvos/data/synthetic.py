@@ -1,4 +1,4 @@
-"""A synthetic distractor benchmark: targets moving among look-alike distractors (issue #8).
+"""A synthetic distractor benchmark: targets moving among look-alike distractors.
 
 Each video shows ``targets`` textured objects (the objects to segment, ids ``1..N``) and, for each
 target, ``distractors`` look-alikes of it (background, id 0) over a textured, slowly panning

@@ -23,7 +23,7 @@ Once per run, also: the **video-length sweep** (the shipped model, 1 object, the
 resolution, fp32, end to end over 100, 1,000 and 10,000 frames of one mp4: peak RSS must stay
 flat); the **official implementation** (``--official-repo``) timed on the same frames at the
 smallest resolution, its seconds per propagated frame from one call over a clip minus one call over
-the first frame alone (without it, the reference timings of issue #7 are quoted, labelled as such);
+the first frame alone (without it, reference timings measured once on a 2-core CPU are quoted, labelled as such);
 and, with ``--davis-root``, **J&F** of each mode on DAVIS sequences for the models that have
 trained weights. Speed does not depend on weights, so models without a checkpoint run with random
 weights (their masks, and so their agreement figures, are those of an untrained network).
@@ -76,6 +76,17 @@ from emvos.io.writers import _video_codec
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
+
+
+def _describe_weights(checkpoint: str | Path | None) -> str:
+    """How a report names a model's weights: ``random``, or the file relative to the working folder."""
+    if checkpoint is None:
+        return "random"
+    path = Path(checkpoint).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
 
 
 @dataclass(frozen=True)
@@ -661,7 +672,7 @@ class SpeedRun:
             self.summary["models"][key] = {  # type: ignore[index]
                 "title": spec.title,
                 "config": network.config.to_dict(),
-                "weights": str(spec.checkpoint) if spec.checkpoint else "random",
+                "weights": _describe_weights(spec.checkpoint),
                 "parameters": sum(p.numel() for p in network.parameters()),
             }
             if spec.checkpoint is None:

@@ -11,14 +11,14 @@ import io
 import json
 from pathlib import Path
 
-#: The official implementation's timings quoted when it is not run (issue #7): seconds per frame by objects.
+#: The official implementation's timings quoted when it is not run: seconds per frame by objects.
 OFFICIAL_REFERENCE = {
-    "source": "issue #7's reference, not this run and maybe not this CPU: the official EMVOS code on the "
-              "issue author's 2-core CPU, 480p DAVIS frames, random weights, model time only",
+    "source": "reference timings, not this run and maybe not this CPU: the official EMVOS code on "
+              "a 2-core CPU, 480p DAVIS frames, random weights, model time only",
     "resolution": 480,
     "seconds_per_frame": {1: 0.91, 3: 1.54},
 }
-#: The targets of issue #7.
+#: The speed targets emvos is measured against.
 TARGET_SPEEDUP_FP32 = 2.0
 TARGET_SPEEDUP_FASTEST = 4.0
 TARGET_RSS_RATIO = 1.05
@@ -52,7 +52,7 @@ def _agreement(cell: dict, reference: str) -> str:
 
 
 def official_timings(summary: dict) -> dict | None:
-    """The official implementation's seconds per frame: this run's, else issue #7's reference where it applies.
+    """The official implementation's seconds per frame: this run's, else the reference timings where they apply.
 
     The reference applies to CPU runs whose grid has its resolution (480p). Keys are object counts.
     """
@@ -87,7 +87,7 @@ def targets(summary: dict) -> list[list[str]]:
     official, ratios = _speedups(summary)
     default, reference = summary["settings"]["default_mode"], summary["settings"]["reference_mode"]
     if official is not None:
-        label = "this run" if summary.get("official") else "issue #7's reference"
+        label = "this run" if summary.get("official") else "reference timings"
         for objects in (1, 3):
             if (objects, default) in ratios:
                 value = ratios[objects, default]
@@ -187,7 +187,7 @@ def tables(summary: dict) -> list[Table]:
                     ["model", "mode", "J&F", "J", "F", f"ΔJ&F vs {reference}", "model fps"], rows))
     target_rows = targets(summary)
     if target_rows:
-        out.append(("Targets of issue #7", ["target", "measured", "met"], target_rows))
+        out.append(("Targets", ["target", "measured", "met"], target_rows))
     return out
 
 
@@ -253,7 +253,7 @@ def format_markdown(summary: dict) -> str:
         lines.append("")
     if not summary.get("official"):
         lines += ["The official implementation was not run (`--official-repo`); speed-ups use the reference "
-                  "timings quoted in issue #7 where they apply, which come from another run, perhaps on another "
+                  "reference timings where they apply, which come from another run, perhaps on another "
                   "CPU.", ""]
     lines += ["Re-render this page from the run's JSON without measuring again: "
               "`emvos speed --from-json OUT/speed.json --doc docs/performance.md`.", ""]

@@ -1,6 +1,6 @@
 """Studies that check the paper's claims with our own runs (``emvos study``).
 
-* :mod:`emvos.study.matching`: the matching study of the paper's Table 5 (issue #8): SM, EM and SM+EM
+* :mod:`emvos.study.matching`: the matching study of the paper's Table 5: SM, EM and SM+EM
   networks trained alike over several seeds, SM also with bijective matching at test time, scored on
   held-out real sequences and on the distractor benchmark.
 

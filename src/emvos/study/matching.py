@@ -1,4 +1,4 @@
-"""The matching study (issue #8, the paper's Table 5): SM, BM and EM compared with our own runs.
+"""The matching study (the paper's Table 5): SM, BM and EM compared with our own runs.
 
 :func:`run_study` does it all, resumably, under the output folder ``OUT``:
 

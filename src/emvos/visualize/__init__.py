@@ -1,4 +1,4 @@
-"""Figures of the matching study (issue #8): score maps of SM, BM and EM (paper Figure 4) and a
+"""Figures of the matching study: score maps of SM, BM and EM (paper Figure 4) and a
 Figure-1-style toy; ``emvos visualize``."""
 
 from emvos.visualize.scores import MATCHERS, MatchingScores, matching_score_maps, render_matching_figure
