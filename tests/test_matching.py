@@ -43,7 +43,7 @@ def test_masked_max_matches_the_definition() -> None:
 def test_masked_max_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     aff, mask = torch.rand(1, 50, 40), torch.rand(1, 14, 50)
     whole = matching.masked_max(aff, mask)
-    monkeypatch.setattr(matching, "MASKED_MAX_CHUNK_ELEMENTS", 50 * 40 * 3)
+    monkeypatch.setattr(matching, "MASKED_MAX_CHUNK_ELEMENTS", 14 * 50 * 7)  # blocks of 7 of the 40 queries
     assert torch.equal(matching.masked_max(aff, mask), whole)
 
 
