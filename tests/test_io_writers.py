@@ -153,7 +153,7 @@ def test_overlay_video_is_readable_with_every_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback: bool
 ) -> None:
     if fallback:
-        monkeypatch.setattr(writers, "_video_codec", lambda: "mpeg4")
+        monkeypatch.setattr(writers, "video_codec", lambda: "mpeg4")
     path = tmp_path / "videos" / "overlay.mp4"
     with OverlayWriter(path, fps=12.0, size=(48, 64)) as writer:
         assert writer.codec == "mpeg4" if fallback else writer.codec in ("libx264", "mpeg4")

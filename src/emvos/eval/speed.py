@@ -72,7 +72,7 @@ from emvos.eval.official import build_official, import_official, official_forwar
 from emvos.eval.speed_report import format_markdown, format_text, write_outputs
 from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor, resolve_device
 from emvos.io import DAVIS_PALETTE
-from emvos.io.writers import _video_codec
+from emvos.io.writers import video_codec
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -278,7 +278,7 @@ def write_video(path: Path, scene: SyntheticVideo, frames: int, fps: int = 24) -
     """Encode frames ``0..frames-1`` of ``scene`` into an mp4 (H.264 when available)."""
     h, w = scene.size
     with av.open(str(path), "w", format="mp4") as container:
-        codec = _video_codec()
+        codec = video_codec()
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":

@@ -203,7 +203,7 @@ def overlay(
     return result
 
 
-def _video_codec() -> str:
+def video_codec() -> str:
     """``libx264`` when this PyAV build has it (compact, plays everywhere), else ``mpeg4``."""
     try:
         av.codec.Codec("libx264", "w")
@@ -256,7 +256,7 @@ class OverlayWriter:
         _prepare_folder(self.path.parent, "folder of the overlay video")
         self.size = (int(size[0]), int(size[1]))
         self.palette = full_palette(palette)
-        self.codec = _video_codec()
+        self.codec = video_codec()
         self._frames_written = 0
         self._closed = False
         self._temporary = _temporary_path(self.path, ".mp4")

@@ -23,7 +23,7 @@ from emvos.data.cli import parse_size
 from emvos.data.synthetic import DistractorSettings
 from emvos.errors import EmvosInputError
 from emvos.model.config import BRANCH_SETS
-from emvos.train.config import TrainConfig, _build, apply_overrides, read_config_file
+from emvos.train.config import TrainConfig, apply_overrides, build_dataclass, read_config_file
 
 #: Placeholder for the study's output folder in the training recipe's data roots.
 OUT_PLACEHOLDER = "${out}"
@@ -195,6 +195,6 @@ def load_study_config(source: str | Path, overrides: list[str] | tuple[str, ...]
                                   f"{', '.join(study_preset_names())}")
         path = Path(str(preset))
     data = apply_overrides(read_config_file(path), overrides)
-    config = _build(StudyConfig, data, "")  # the training configs' strict, typed reader
+    config = build_dataclass(StudyConfig, data, "")  # the training configs' strict, typed reader
     config.validate()
     return config

@@ -276,7 +276,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise wrong
-        return _build(hint, value, where)
+        return build_dataclass(hint, value, where)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -343,8 +343,8 @@ def _convert_scalar(value: Any, hint: Any, wrong: EmvosInputError) -> Any:
     raise TypeError(f"config field type {hint!r} is not supported")
 
 
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    """An instance of dataclass ``cls`` from ``data``, strict about keys."""
+def build_dataclass(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """An instance of dataclass ``cls`` from ``data``, strict about keys and types (the config files' reader)."""
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     prefix = f"{where}." if where else ""
@@ -369,7 +369,7 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     Raises:
         EmvosInputError: an unknown or missing key, a value of the wrong type, or an invalid value.
     """
-    config = _build(TrainConfig, data, "")
+    config = build_dataclass(TrainConfig, data, "")
     config.validate()
     return config
 
