@@ -76,6 +76,7 @@ from emvos.io.writers import video_codec
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
+from emvos.runtime import huge_pages_enabled
 
 
 def _describe_weights(checkpoint: str | Path | None) -> str:
@@ -576,6 +577,7 @@ def machine_info(device: torch.device) -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
+        "huge_pages": huge_pages_enabled(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -82,7 +82,7 @@ def _speedups(summary: dict) -> tuple[dict | None, dict[tuple[int, str], float]]
 
 
 def targets(summary: dict) -> list[list[str]]:
-    """Issue #7's targets that this summary can check: target, measured, met."""
+    """The speed targets that this summary can check: target, measured, met."""
     rows = []
     official, ratios = _speedups(summary)
     default, reference = summary["settings"]["default_mode"], summary["settings"]["reference_mode"]
@@ -163,12 +163,17 @@ def tables(summary: dict) -> list[Table]:
         official_work = {r["objects"]: r["gflops_per_frame"] for r in official.get("rows", [])}
         work = {f["objects"]: f["gflops_per_frame"] for f in summary["flops"]
                 if f["model"] == "paper" and f["resolution"] == official["resolution"]}
+        fp32_peak = (peak or {}).get("fp32")
+        default = summary["settings"]["default_mode"]
         rows = [[str(o), _num(s, 3), _num(1 / s, 2), _work(official_work.get(o)), _work(work.get(o)),
-                 *[f"{ratios[o, m]:.2f}x" if (o, m) in ratios else "–" for m in timed]]
+                 *[f"{ratios[o, m]:.2f}x" if (o, m) in ratios else "–" for m in timed],
+                 f"{s * fp32_peak / work[o]:.2f}x" if fp32_peak and work.get(o) else "–"]
                 for o, s in sorted(official["seconds_per_frame"].items())]
         out.append((f"Speed-up of the paper model over the official implementation, {official['resolution']}p, "
-                    f"model only ({official['source']})",
-                    ["objects", "official s/frame", "official fps", "official GFLOPs", "emvos GFLOPs", *timed], rows))
+                    f"model only ({official['source']}); `{default} at peak`: the speed-up of {default} emvos "
+                    f"doing its work at 100 % of the measured {default} peak",
+                    ["objects", "official s/frame", "official fps", "official GFLOPs", "emvos GFLOPs", *timed,
+                     f"{default} at peak"], rows))
     lengths = summary.get("lengths")
     if lengths:
         rows = [[str(r["frames"]), _num(r["model_fps"]), _num(r["end_to_end_fps"]), _num(r["peak_rss_mb"], 1)]
@@ -202,6 +207,18 @@ def format_text(summary: dict) -> str:
         blocks.append("\n".join(lines))
     blocks += [f"note: {n}" for n in summary["notes"]]
     return "\n\n".join(blocks)
+
+
+def _huge_pages(machine: dict) -> str:
+    """How the run's large CPU tensors were backed (runs from before it was recorded: unknown)."""
+    if "huge_pages" not in machine:
+        return "not recorded."
+    if machine["huge_pages"]:
+        return ("on, as every `emvos` command sets them (`THP_MEM_ALLOC_ENABLE=1`, `emvos.runtime.use_huge_pages`): "
+                "PyTorch backs CPU tensors of 2 MiB and more with transparent huge pages, so the feature maps "
+                "allocated afresh each frame cost a page fault per 2 MiB instead of per 4 KiB. The official "
+                "implementation, timed in the same process, has them too.")
+    return "off (PyTorch's default 4 KiB pages)."
 
 
 def format_markdown(summary: dict) -> str:
@@ -245,6 +262,7 @@ def format_markdown(summary: dict) -> str:
         "flips more pixels than it would with trained weights.",
         "- Modes: `fp32-unopt` = no BatchNorm folding or channels-last; `fp32` = the default; `bf16`/`fp16` = "
         "autocast; `+compile` = `torch.compile` of the encoder and decoder.",
+        f"- **Huge pages**: {_huge_pages(machine)}",
         "",
     ]
     for title, header, rows in tables(summary):
@@ -252,7 +270,7 @@ def format_markdown(summary: dict) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
     if not summary.get("official"):
-        lines += ["The official implementation was not run (`--official-repo`); speed-ups use the reference "
+        lines += ["The official implementation was not run (`--official-repo`); speed-ups use the "
                   "reference timings where they apply, which come from another run, perhaps on another "
                   "CPU.", ""]
     lines += ["Re-render this page from the run's JSON without measuring again: "
