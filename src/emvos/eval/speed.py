@@ -52,6 +52,7 @@ import platform
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,7 +77,7 @@ from emvos.io.writers import video_codec
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
-from emvos.runtime import huge_pages_enabled
+from emvos.runtime import HUGE_PAGES_ENV, huge_pages_enabled
 
 
 def _describe_weights(checkpoint: str | Path | None) -> str:
@@ -545,6 +546,38 @@ def time_official(model: torch.nn.Module, scene: SyntheticVideo, objects: int, s
             "gflops_per_frame": (two.get_total_flops() - one.get_total_flops()) / 1e9}
 
 
+def time_official_isolated(repo: Path, height: int, objects: Sequence[int], settings: SweepSettings,
+                           device: torch.device, huge_pages: bool) -> list[dict[str, float]]:
+    """:func:`time_official` for each object count, in a fresh Python process, with or without huge pages.
+
+    PyTorch reads its huge-page switch (:data:`emvos.runtime.HUGE_PAGES_ENV`) once per process, so the
+    official implementation is timed in a process of its own: as it runs by itself (PyTorch's default
+    4 KiB pages) or with the huge pages the ``emvos`` command uses. The scene is the run's (same seed).
+
+    Raises:
+        RuntimeError: the child process failed (its last line of error output).
+    """
+    job = {"repo": str(repo), "height": height, "objects": list(objects), "settings": asdict(settings),
+           "device": str(device), "threads": torch.get_num_threads()}
+    env = {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
+    child = subprocess.run([sys.executable, "-c", "from emvos.eval.speed import official_child; official_child()"],
+                           input=json.dumps(job), env=env, capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise RuntimeError((child.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def official_child() -> None:
+    """Body of :func:`time_official_isolated`'s child: read the job (JSON) on stdin, print the timings (JSON)."""
+    job = json.loads(sys.stdin.read())
+    torch.set_num_threads(job["threads"])
+    settings = SweepSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["settings"].items()})
+    device = torch.device(job["device"])
+    model = build_official(import_official(job["repo"])).to(device)
+    scene = SyntheticVideo(frame_size(job["height"]), max(job["objects"]))
+    print(json.dumps([time_official(model, scene, o, settings, device) for o in job["objects"]]))
+
+
 # -- the run ----------------------------------------------------------------------------------------------
 
 
@@ -817,16 +850,24 @@ class SpeedRun:
         self.save()
 
     def time_official_code(self) -> None:
-        """The official implementation on the same scenes, at the smallest resolution."""
-        model = build_official(self.official).to(self.device)
+        """The official implementation on the same scenes, at the smallest resolution, each timing in its own
+        process: with PyTorch's default pages (the speed-ups use it), then, when this run has them, huge pages."""
+        assert self.official_repo is not None
         height = min(self.settings.resolutions)
-        rows = []
-        for objects in self.settings.objects:
-            rows.append(time_official(model, self.workspace.scene(height), objects, self.settings, self.device))
-            self.log(f"official {height}p {objects} obj: {rows[-1]['seconds_per_frame']:.3f} s per frame")
+        rows = time_official_isolated(self.official_repo, height, self.settings.objects, self.settings, self.device,
+                                      huge_pages=False)
+        for row in rows:
+            self.log(f"official {height}p {row['objects']} obj: {row['seconds_per_frame']:.3f} s per frame")
         self.summary["official"] = {"source": f"this run: {self.official_repo}", "resolution": height,
                                     "seconds_per_frame": {r["objects"]: r["seconds_per_frame"] for r in rows},
                                     "rows": rows}
+        if huge_pages_enabled():
+            huge = time_official_isolated(self.official_repo, height, self.settings.objects, self.settings,
+                                          self.device, huge_pages=True)
+            for row in huge:
+                self.log(f"official {height}p {row['objects']} obj, huge pages: {row['seconds_per_frame']:.3f} s")
+            self.summary["official"]["huge_pages_seconds_per_frame"] = {  # type: ignore[index]
+                r["objects"]: r["seconds_per_frame"] for r in huge}
         self.save()
 
 
