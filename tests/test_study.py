@@ -206,7 +206,9 @@ def test_a_disagreeing_ordering_says_so_and_counts_pairs() -> None:
 
 
 def test_rendered_section_from_fabricated_results() -> None:
-    config = load_study_config("matching")
+    # Pinned, whatever the preset says: three seeds and 120 + 120 iterations.
+    config = load_study_config("matching", ["seeds=[0,1,2]", "train.stages.static.iterations=120",
+                                            "train.stages.real.iterations=120"])
     scores = {"real": _scores(PAPER_LIKE), "distractors": _scores({**PAPER_LIKE, "bm-topk-256-16": 0.53})}
     results = StudyResults("emvos study matching --config matching", config, scores,
                            {"real": "five held-out sequences", "distractors": "six videos"},
