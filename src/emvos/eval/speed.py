@@ -642,7 +642,8 @@ class SpeedRun:
         self.official_repo = official_repo
         if official_repo is not None and "paper" not in models:
             raise EmvosInputError("--official-repo compares with the paper model; add paper to --models")
-        self.official = import_official(official_repo) if official_repo is not None else None
+        if official_repo is not None:
+            import_official(official_repo)  # a wrong checkout fails now, in one line, not after the sweep
         self.davis = davis
         self._log = log
         self.modes = modes_for(device, settings.modes)
@@ -718,9 +719,9 @@ class SpeedRun:
             if self.davis is not None:
                 self.score_davis(key, spec, network)
             del network
-        if self.official is not None:
+        if self.official_repo is not None:
             with self.survive("the official implementation"):
-                self.time_official_code()
+                self.time_official_code(self.official_repo)
         shutil.rmtree(self.workspace.root, ignore_errors=True)
         self.save()
         return self.summary
@@ -849,20 +850,20 @@ class SpeedRun:
         self.log(f"{key} {mode_name}: J&F {100 * row['J&F-Mean']:.2f} on {len(davis.sequences)} sequence(s)")
         self.save()
 
-    def time_official_code(self) -> None:
-        """The official implementation on the same scenes, at the smallest resolution, each timing in its own
-        process: with PyTorch's default pages (the speed-ups use it), then, when this run has them, huge pages."""
-        assert self.official_repo is not None
+    def time_official_code(self, repo: Path) -> None:
+        """The official implementation (checkout ``repo``) on the same scenes, at the smallest resolution, each
+        timing in its own process: with PyTorch's default pages (the speed-ups use it), then, when this run has
+        them, huge pages."""
         height = min(self.settings.resolutions)
-        rows = time_official_isolated(self.official_repo, height, self.settings.objects, self.settings, self.device,
+        rows = time_official_isolated(repo, height, self.settings.objects, self.settings, self.device,
                                       huge_pages=False)
         for row in rows:
             self.log(f"official {height}p {row['objects']} obj: {row['seconds_per_frame']:.3f} s per frame")
-        self.summary["official"] = {"source": f"this run: {self.official_repo}", "resolution": height,
+        self.summary["official"] = {"source": f"this run: {repo}", "resolution": height,
                                     "seconds_per_frame": {r["objects"]: r["seconds_per_frame"] for r in rows},
                                     "rows": rows}
         if huge_pages_enabled():
-            huge = time_official_isolated(self.official_repo, height, self.settings.objects, self.settings,
+            huge = time_official_isolated(repo, height, self.settings.objects, self.settings,
                                           self.device, huge_pages=True)
             for row in huge:
                 self.log(f"official {height}p {row['objects']} obj, huge pages: {row['seconds_per_frame']:.3f} s")
