@@ -172,7 +172,7 @@ def test_lite0_features_are_the_classifiers_activations(davis2016_root: Path,
         assert torch.allclose(feature, taps[stage], atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [(64, 96), (384, 384), (480, 864)])
+@pytest.mark.parametrize("size", [(64, 96), (65, 98), (384, 384), (480, 864)])
 def test_lite0_strided_convs_pad_like_tensorflow(size: tuple[int, int]) -> None:
     """Every stride-2 convolution pads TensorFlow's "SAME" way for the size it actually receives."""
     encoder = build_encoder("efficientnet_lite0", None)
@@ -197,6 +197,23 @@ def test_lite0_strided_convs_pad_like_tensorflow(size: tuple[int, int]) -> None:
         for hook in hooks:
             hook.remove()
     assert checked == [True] * 4
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (4, 2)])
+@pytest.mark.parametrize("size", [(16, 24), (17, 24), (16, 23), (9, 9)])
+def test_same_conv_equals_convolving_the_padded_input(kernel: int, stride: int, size: tuple[int, int]) -> None:
+    """SameConv2d sums the products TensorFlow's "SAME" padding does, on any size and memory format."""
+    torch.manual_seed(0)
+    conv = efficientnet.SameConv2d(6, 6, kernel, stride, groups=3)
+    x = torch.randn(2, 6, *size)
+    totals = [max((-(-n // stride) - 1) * stride + kernel - n, 0) for n in size]
+    (ph, pw) = totals
+    ref = F.conv2d(F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), conv.weight, conv.bias, stride,
+                   groups=3)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        out = conv(x.contiguous(memory_format=memory_format))
+        assert out.shape == ref.shape == (2, 6, -(-size[0] // stride), -(-size[1] // stride))
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
 def test_lite0_loads_a_weights_file_by_path(tmp_path: Path) -> None:

@@ -13,14 +13,20 @@ of 12 sequences with unambiguous ImageNet classes (224x224 centre crops):
   running statistics fit real photos' activations far worse with them;
 * padding: symmetric PyTorch padding instead of "SAME" moves every stride-2 layer's sampling grid by
   a pixel: 75% top-1.
+
+timm computes "SAME" by padding the input with ``F.pad`` before each stride-2 convolution; at 480p
+that copy of a channels-last feature map took longer than the convolution itself.
+:class:`SameConv2d` gets the same sums without copying the input.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emvos.errors import EmvosInputError
@@ -106,11 +112,51 @@ def load_lite0_state(path: Path) -> dict[str, Tensor]:
     return to_timm_keys(state)
 
 
+class SameConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" zero padding, computed from each input's size.
+
+    Along each spatial dimension TensorFlow pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)``
+    zeros, ``total // 2`` before and the rest after. Where the two differ (stride 2 on an even size:
+    one more zero after), this module prepends a zero row (column) to the kernel and pads both sides
+    by the larger amount: every output sums the same products as on the padded input, without
+    materialising it. Dilation must be 1.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C_in, H, W)`` to ``(B, C_out, ceil(H / s), ceil(W / s))``."""
+        weight, padding = self.weight, []
+        for dim, size in enumerate(x.shape[-2:]):
+            k, s = self.kernel_size[dim], self.stride[dim]
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            before, after = total // 2, total - total // 2
+            if after != before:
+                weight = F.pad(weight, (0, 0, 1, 0) if dim == 0 else (1, 0))
+            padding.append(after)
+        return F.conv2d(x, weight, self.bias, self.stride, tuple(padding), self.dilation, self.groups)
+
+
+def _with_same_convs(net: nn.Module) -> nn.Module:
+    """Swap timm's pad-then-convolve ``Conv2dSame`` layers for :class:`SameConv2d` (same parameters)."""
+    from timm.layers import Conv2dSame
+
+    for name, module in list(net.named_modules()):
+        if isinstance(module, Conv2dSame):
+            if module.dilation != (1, 1):
+                raise ValueError(f"{name}: SameConv2d supports dilation 1 only, got {module.dilation}")
+            same = SameConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                              padding=0, groups=module.groups, bias=module.bias is not None)
+            same.load_state_dict(module.state_dict())
+            parent, _, leaf = name.rpartition(".")
+            setattr(net.get_submodule(parent), leaf, same)
+    return net
+
+
 def create_lite0_network() -> nn.Module:
-    """timm's full ``tf_efficientnet_lite0`` classifier with random weights (nothing is downloaded)."""
+    """timm's full ``tf_efficientnet_lite0`` classifier with random weights (nothing is downloaded),
+    its "SAME"-padded convolutions as :class:`SameConv2d`."""
     import timm  # imported here: it is slow to import, and only this encoder needs it
 
-    return timm.create_model(TIMM_ARCHITECTURE, pretrained=False)
+    return _with_same_convs(timm.create_model(TIMM_ARCHITECTURE, pretrained=False))
 
 
 class EfficientNetLite0Encoder(Encoder):
