@@ -262,7 +262,12 @@ def format_markdown(summary: dict) -> str:
         "frame included).",
         "- **GFLOPs** of a propagated frame from `torch.utils.flop_counter` (matmuls and convolutions, 2 FLOPs "
         "per multiply-add); **GFLOP/s** = GFLOPs x model fps; **% of peak** against the best measured "
-        "kernel (matmul or channels-last 3x3 conv) of the mode's precision, measured in the same run.",
+        "kernel (matmul or channels-last 3x3 conv) of the mode's precision, measured in the same run. The "
+        "Lite0 encoder's stride-2 layers carry a zero row and column in their kernels (TensorFlow "
+        "\"SAME\" padding without a padded copy of the input), and the counter counts those multiplies too.",
+        "- **Repeatability**: each cell is timed once, over a few seconds. On a machine shared with other "
+        "work the speed drifts from minute to minute, so compare cells of the same run and read small "
+        "differences as noise.",
         "- **Peak RSS** per cell (the Linux high-water mark, reset before each cell), whole process.",
         f"- **% pixels = {s['reference_mode']}**: identical pixels with the unoptimised fp32 network on the end-to-end "
         "frames after the first. With random weights the decoder's outputs are nearly tied, so rounding "
