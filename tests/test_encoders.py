@@ -206,8 +206,7 @@ def test_same_conv_equals_convolving_the_padded_input(kernel: int, stride: int, 
     torch.manual_seed(0)
     conv = efficientnet.SameConv2d(6, 6, kernel, stride, groups=3)
     x = torch.randn(2, 6, *size)
-    totals = [max((-(-n // stride) - 1) * stride + kernel - n, 0) for n in size]
-    (ph, pw) = totals
+    ph, pw = (max((-(-n // stride) - 1) * stride + kernel - n, 0) for n in size)  # total "SAME" padding
     ref = F.conv2d(F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), conv.weight, conv.bias, stride,
                    groups=3)
     for memory_format in (torch.contiguous_format, torch.channels_last):
