@@ -21,8 +21,8 @@ def use_huge_pages() -> bool:
     PyTorch allocates a fresh buffer for most results, and glibc maps every large one afresh from
     the kernel and unmaps it when it is freed. The feature maps of a 480p frame are tens of MiB, so
     with 4 KiB pages each frame costs tens of thousands of page faults; with 2 MiB pages, a few
-    hundred. The computation is unchanged. On a 2-core CPU at 480p this makes the shipped model about
-    a quarter faster; the paper model, whose time goes to large convolutions, gains little.
+    hundred. The computation is unchanged. The shipped model, whose layers are memory-bound, gains
+    most; the paper model, whose time goes to large convolutions, gains little.
 
     Sets ``THP_MEM_ALLOC_ENABLE=1`` unless the environment already sets it. PyTorch reads it when it
     allocates its first CPU tensor, so this must run before ``import torch``.
