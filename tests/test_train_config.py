@@ -51,6 +51,7 @@ def test_unknown_and_missing_keys_are_named(tmp_path: Path, text: str, named: st
     ("stages.0.iterations=many", "stages.0.iterations: expected int"),
     ("amp=fp8", "amp: expected one of none, bf16, fp16"),
     ("swap_attach_p=2", "swap_attach_p: must lie in"),
+    ("stages.0.ema=1", "stages.0.ema: must be 0 .off. or a decay in"),
     ("val.every=10", "val.root"),
     ("stages.3.lr=1", "stages has 1 entries"),
     ("stages.video.lr=1", "no entry named 'video'"),

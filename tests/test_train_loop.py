@@ -193,3 +193,43 @@ def test_sampler_gives_each_process_a_disjoint_slice_of_each_global_batch() -> N
     assert shards == [[[8, 9], [12, 13]], [[10, 11], [14, 15]]]
     with pytest.raises(EmvosInputError, match="does not split"):
         IterationSampler(3, 0, 1, world_size=2)
+
+
+def test_weight_average_is_what_a_stage_validates_and_saves_and_resumes_exactly(tmp_path: Path) -> None:
+    def config(out: Path) -> TrainConfig:
+        c = tiny_config(out)
+        c.stages[1].ema = 0.5
+        return c
+
+    full = Trainer(config(tmp_path / "full"), progress=False)
+    full_losses = full.fit().losses
+    assert full.average is not None and full.average.updates == 4
+    data = torch.load(tmp_path / "full" / "last.pt", map_location="cpu", weights_only=True)
+    assert data["ema_updates"] == 4
+    for name, trained in data["training_weights"].items():
+        assert torch.equal(trained, full.trainable[name].detach())  # training goes on from these
+        assert torch.equal(data["model"][name], full.average.shadow[name])  # the model is the average
+    assert any(not torch.equal(data["model"][k], v) for k, v in data["training_weights"].items())
+
+    part = tmp_path / "part"
+    Trainer(config(part), progress=False).fit(until=7)  # two averaged steps, then resume
+    resumed = Trainer(config(part), resume=part / "last.pt", progress=False)
+    assert resumed.average is not None and resumed.average.updates == 2
+    rest = resumed.fit()
+    assert rest.losses == {k: v for k, v in full_losses.items() if k > 7}  # bit for bit
+    again = torch.load(part / "last.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(again["model"][k], v) for k, v in data["model"].items())
+    assert all(torch.equal(again["training_weights"][k], v) for k, v in data["training_weights"].items())
+
+
+def test_weight_average_ramps_up_its_decay() -> None:
+    from emvos.train.trainer import WeightAverage
+
+    p = {"w": torch.zeros(3)}
+    average = WeightAverage(p, decay=0.99)
+    p["w"] += 1.0
+    average.update(p)  # decay min(0.99, 2 / 11)
+    assert torch.allclose(average.shadow["w"], torch.full((3,), 9 / 11))
+    for _ in range(2000):
+        average.update(p)
+    assert torch.allclose(average.shadow["w"], torch.ones(3))

@@ -63,6 +63,10 @@ class StageConfig:
         crop: side of the square training crops, a multiple of the encoder's stride.
         lr: Adam's learning rate (constant).
         select_best: whether a validation score of this stage may become ``best.pt``.
+        ema: when positive, the decay of an exponential moving average of the trainable weights,
+            started from the weights the stage begins with (0: no averaging). Validation, ``best.pt``
+            and the checkpoints' model weights are then the average; training goes on from the
+            optimizer's own weights, which the checkpoints keep beside it.
     """
 
     name: str
@@ -73,6 +77,7 @@ class StageConfig:
     crop: int = 384
     lr: float = 1e-4
     select_best: bool = True
+    ema: float = 0.0
 
 
 @dataclass
@@ -184,6 +189,7 @@ class TrainConfig:
             need(stage.clip_len >= 2, f"{where}.clip_len: a clip needs at least 2 frames, got {stage.clip_len}")
             need(stage.crop >= 16, f"{where}.crop: must be at least 16, got {stage.crop}")
             need(stage.lr > 0, f"{where}.lr: must be positive, got {stage.lr}")
+            need(0.0 <= stage.ema < 1.0, f"{where}.ema: must be 0 (off) or a decay in (0, 1), got {stage.ema}")
         need(0.0 <= self.swap_attach_p <= 1.0, f"swap_attach_p: must lie in [0, 1], got {self.swap_attach_p}")
         need(self.em_logit_std >= 0, f"em_logit_std: must be 0 (off) or positive, got {self.em_logit_std}")
         need(self.em_logit_std == 0 or "em" in self.model.branches,

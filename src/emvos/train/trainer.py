@@ -8,7 +8,8 @@ the previous frame, the previous mask being the network's own soft prediction), 
 step on the mean cross-entropy over all predicted frames. Clips whose first-frame mask is empty (an
 object fully covered by swap-and-attach, say) are left out of the loss; a batch with no usable clip
 is skipped without an optimizer step. The encoder stays frozen and the whole network stays in
-evaluation mode (frozen BatchNorm).
+evaluation mode (frozen BatchNorm). A stage with ``ema`` keeps a moving average of the trainable
+weights (:class:`WeightAverage`), which is what it validates and saves as the model.
 
 With ``N`` processes (``torchrun``), each takes a contiguous ``1/N`` of every global batch,
 swap-and-attach pairs clips across processes exactly as in one process, and each process scales its
@@ -17,7 +18,7 @@ same losses as one, up to floating-point summation order.
 
 Resuming is exact: everything an iteration depends on is either a function of (seed, stage,
 iteration) — the data and the augmentation coin — or saved in ``last.pt`` — weights, Adam's state,
-the loss scaler, and the RNG states of Python, NumPy and PyTorch. A run interrupted and resumed
+the weight average, the loss scaler, and the RNG states of Python, NumPy and PyTorch. A run interrupted and resumed
 therefore computes the same losses, bit for bit on the same machine and thread count, as one that
 never stopped (on GPUs, up to the non-determinism of some CUDA kernels).
 """
@@ -29,6 +30,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +178,31 @@ class _StopSignals:
             signal.signal(s, handler)
 
 
+class WeightAverage:
+    """An exponential moving average of named parameters (a stage's ``ema``).
+
+    After ``n`` updates the decay is ``min(decay, (1 + n) / (10 + n))``: the average follows the
+    weights closely at first, so that it is not anchored to the weights it started from.
+
+    Args:
+        params: the parameters, by name; the average starts from their values.
+        decay: the decay once ramped up, in (0, 1).
+        updates: updates already made (when resuming).
+    """
+
+    def __init__(self, params: dict[str, Tensor], decay: float, updates: int = 0) -> None:
+        self.decay, self.updates = decay, updates
+        self.shadow = {name: p.detach().clone() for name, p in params.items()}
+
+    @torch.no_grad()
+    def update(self, params: dict[str, Tensor]) -> None:
+        """Move the average towards the parameters' current values."""
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, p in params.items():
+            self.shadow[name].lerp_(p.detach(), 1 - decay)
+
+
 def _clip_scores(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Per-clip cross-entropy and foreground IoU.
 
@@ -248,7 +276,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if config.compile:
             self.model.encoder.compile()  # in place: parameter names and checkpoints stay the same
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        self.params = list(self.trainable.values())
         self.network: torch.nn.Module = self.model
         if self.dist.world_size > 1:
             self.network = DistributedDataParallel(
@@ -257,6 +286,7 @@ class Trainer:
         self.stage = 0
         self.iteration = 0
         self.optimizer = self._new_optimizer(config.stages[0])
+        self.average: WeightAverage | None = None
         self.best_jf: float | None = None
         self.best_step: int | None = None
         self.last_val: dict[str, float] = {}
@@ -266,6 +296,8 @@ class Trainer:
             self._restore(checkpoint, Path(resume))
         elif config.em_logit_std > 0:
             self._calibrate_equalized_keys()
+        if self.average is None:
+            self._start_average()
 
     # -- set-up ------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -299,6 +331,34 @@ class Trainer:
         self.best_jf, self.best_step = metrics.get("best_jf"), metrics.get("best_step")
         self.last_val = dict(metrics.get("val") or {})
         restore_rng(checkpoint["rng"])
+        if "training_weights" in checkpoint:  # the model's weights are the average; training goes on from these
+            if stages[index].ema > 0:
+                self.average = WeightAverage(self.trainable, stages[index].ema, int(checkpoint["ema_updates"]))
+            with torch.no_grad():
+                for name, value in checkpoint["training_weights"].items():
+                    self.trainable[name].copy_(value)
+
+    def _start_average(self) -> None:
+        """Start averaging the weights if the current stage asks for it (and stop otherwise)."""
+        stage = self.config.stages[self.stage]
+        self.average = WeightAverage(self.trainable, stage.ema) if stage.ema > 0 else None
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """Within the block the model holds the averaged weights (when the stage averages)."""
+        if self.average is None:
+            yield
+            return
+        live = {name: p.detach().clone() for name, p in self.trainable.items()}
+        with torch.no_grad():
+            for name, p in self.trainable.items():
+                p.copy_(self.average.shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.trainable.items():
+                    p.copy_(live[name])
 
     def _calibrate_equalized_keys(self) -> None:
         """Scale the new network's equalized keys on the first clips of stage 0 (frames 0 and 1)."""
@@ -357,6 +417,7 @@ class Trainer:
                     if self.iteration == stage.iterations:
                         self.stage, self.iteration = self.stage + 1, 0
                         self.optimizer = self._new_optimizer(cfg.stages[self.stage])
+                        self._start_average()
                         continue
                     for batch in self._loader(min(stage.iterations, self.iteration + target - self.step)):
                         loss_sum, iou_sum, valid = self._train_step(batch)
@@ -419,6 +480,8 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.trainable)
         return (clip_loss.detach() * usable).sum().item(), (clip_iou * usable).sum().item(), valid
 
     def _swap_and_attach(self, frames: Tensor, masks: Tensor, coin: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -462,7 +525,8 @@ class Trainer:
         if not self.dist.is_main or self.validator is None:
             return
         start = time.perf_counter()
-        result = self.validator(self.model, self.device)
+        with self._averaged_weights():
+            result = self.validator(self.model, self.device)
         monitor.validation(self.step, stage.name, result, time.perf_counter() - start)
         self.last_val = {"step": self.step, "jf": result.jf, "j": result.j, "f": result.f}
         if stage.select_best and (self.best_jf is None or result.jf > self.best_jf):
@@ -470,19 +534,29 @@ class Trainer:
             self._save("best.pt")
 
     def _save(self, name: str) -> None:
-        """Write a checkpoint that :func:`load_model` reads and ``--resume`` continues from (rank 0)."""
+        """Write a checkpoint that :func:`load_model` reads and ``--resume`` continues from (rank 0).
+
+        While a stage averages the weights, the checkpoint's model holds the average and
+        ``training_weights`` the optimizer's own trainable weights.
+        """
         if not self.dist.is_main:
             return
-        save_checkpoint(
-            self.out / name, self.model,
-            optimizer=self.optimizer.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-            stage=self.stage, stage_name=self.config.stages[self.stage].name,
-            iteration=self.iteration, step=self.step,
-            rng=capture_rng(),
-            metrics={"best_jf": self.best_jf, "best_step": self.best_step, "val": self.last_val},
-            train_config=self.config.to_dict(),
-        )
+        averaging = {}
+        if self.average is not None:
+            averaging = {"training_weights": {k: p.detach().cpu().clone() for k, p in self.trainable.items()},
+                         "ema_updates": self.average.updates}
+        with self._averaged_weights():
+            save_checkpoint(
+                self.out / name, self.model,
+                optimizer=self.optimizer.state_dict(),
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                stage=self.stage, stage_name=self.config.stages[self.stage].name,
+                iteration=self.iteration, step=self.step,
+                rng=capture_rng(),
+                metrics={"best_jf": self.best_jf, "best_step": self.best_step, "val": self.last_val},
+                train_config=self.config.to_dict(),
+                **averaging,
+            )
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
