@@ -85,3 +85,28 @@ def test_unknown_sequence_is_an_input_error(mini_davis: Path, tmp_path: Path, ch
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert _bench(mini_davis, tmp_path / "x", checkpoint, "--sequences", "nope") == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_merge_refuses_shards_of_runs_split_different_ways(mini_davis: Path, tmp_path: Path, checkpoint: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mixed"
+    assert _bench(mini_davis, out, checkpoint, "--shard", "0/2") == 0
+    assert _bench(mini_davis, out, checkpoint, "--shard", "1/2") == 0
+    stale = out / "timings" / "shard-0-of-3.json"
+    stale.write_text((out / "timings" / "shard-0-of-2.json").read_text())
+    assert _bench(mini_davis, out, checkpoint, "--merge") == 2
+    assert "split 2 and 3 ways" in capsys.readouterr().err
+    stale.write_text("{half a fi")
+    stale.rename(out / "timings" / "shard-1-of-2.json")
+    assert _bench(mini_davis, out, checkpoint, "--merge") == 2
+    err = capsys.readouterr().err
+    assert "shard-1-of-2.json: unreadable shard timings" in err and err.count("\n") == 1
+    assert not (out / "benchmark.json").exists()
+
+
+def test_an_unsplit_run_ignores_shard_files_of_other_runs(mini_davis: Path, tmp_path: Path, checkpoint: Path) -> None:
+    out = tmp_path / "again"
+    assert _bench(mini_davis, out, checkpoint, "--shard", "1/2") == 0
+    assert _bench(mini_davis, out, checkpoint) == 0  # not merged with the stale half
+    frames = len(list((mini_davis / "JPEGImages" / "480p").glob("*/*.jpg")))
+    assert json.loads((out / "benchmark.json").read_text())["frames"] == frames

@@ -194,9 +194,16 @@ def test_davis_scores_each_mode_of_a_trained_model(davis2017_sample_root: Path, 
     ["--min-frames", "5", "--max-frames", "2"],
     ["--paper-checkpoint", "missing.pt"],
     ["--from-json", "missing.json"],
+    ["--from-json", "emvos.py"],
+    ["--from-json", "bad.json"],
+    ["--official-repo", "broken"],
 ])
 def test_cli_errors_are_one_line(extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "emvos.py").write_text(FAKE_OFFICIAL)
+    (tmp_path / "bad.json").write_text('{"cells": 3}')
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "emvos.py").write_text("import no_such_module_anywhere\n")
+    extra = [str(tmp_path / a) if a in ("emvos.py", "bad.json", "broken") else a for a in extra]
     extra = [str(tmp_path) if a == "." else a for a in extra]
     assert main(["speed", "--out", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err

@@ -64,6 +64,14 @@ def test_bad_values_and_overrides_are_one_line_errors(tmp_path: Path, override: 
     assert "\n" not in str(info.value)
 
 
+def test_an_unreadable_config_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.encode() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(EmvosInputError, match="latin1.yaml: cannot read the config .not UTF-8 text.") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
 def test_overrides_are_coerced_to_the_field_types() -> None:
     config = load_config("lite-cpu", [
         "stages.0.iterations=12", "stages.video.lr=5e-5", "stages.video.crop=256", "val.sequences=[bear,boat]",

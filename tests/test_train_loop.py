@@ -227,9 +227,18 @@ def test_weight_average_ramps_up_its_decay() -> None:
 
     p = {"w": torch.zeros(3)}
     average = WeightAverage(p, decay=0.99)
+    assert average.decay_at(1) == 2 / 11 and average.decay_at(888) < 0.99 and average.decay_at(891) == 0.99
     p["w"] += 1.0
     average.update(p)  # decay min(0.99, 2 / 11)
     assert torch.allclose(average.shadow["w"], torch.full((3,), 9 / 11))
     for _ in range(2000):
         average.update(p)
     assert torch.allclose(average.shadow["w"], torch.ones(3))
+
+
+def test_resuming_a_stage_with_another_averaging_setting_is_refused(tmp_path: Path) -> None:
+    averaged = tiny_config(tmp_path)
+    averaged.stages[0].ema = 0.9
+    Trainer(averaged, progress=False).fit(until=2)
+    with pytest.raises(EmvosInputError, match="saved with a weight average in stage 'static', whose ema"):
+        Trainer(tiny_config(tmp_path), resume=tmp_path / "last.pt", progress=False)

@@ -34,6 +34,7 @@ from PIL import Image
 
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, FrameSource
+from emvos.io.files import atomic_path
 
 #: Version of the workspace layout, stored in ``workspace.json``.
 WORKSPACE_FORMAT = 1
@@ -77,13 +78,8 @@ class VideoInfo:
 @contextmanager
 def atomic_file(target: Path) -> Iterator[IO[bytes]]:
     """Open a hidden temporary file next to ``target``; rename it to ``target`` if the block succeeds."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_path(target) as temporary, temporary.open("wb") as stream:
+        yield stream
 
 
 def labels_image(labels: np.ndarray) -> Image.Image:

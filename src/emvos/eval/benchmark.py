@@ -32,9 +32,11 @@ from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
+from emvos.eval.shards import clear_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
 from emvos.inference.predictor import VideoPredictor
 from emvos.io import LabelWriter, open_frames, read_mask
+from emvos.io.files import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,6 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         peak["peak_vram_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return peak
-
-
-def _timings_path(out: Path, shard: int, shards: int) -> Path:
-    return out / "timings" / f"shard-{shard}-of-{shards}.json"
 
 
 def summarize(timings: list[SequenceTiming], result: EvaluationResult, info: dict[str, object]) -> dict[str, object]:
@@ -237,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         if shards > 1 and args.device == "auto" and torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard)) % torch.cuda.device_count()}"
         predictor = build_predictor(args)
+        clear_shard(args.out, shard, shards)
         timings = []
         mine = names[shard::shards]
         for name in tqdm(mine, unit="sequence", disable=args.quiet, desc="benchmark"):
@@ -258,28 +257,17 @@ def run(args: argparse.Namespace) -> int:
             "threads": torch.get_num_threads(),
             **peak_memory_mb(predictor.device),
         }
-        path = _timings_path(args.out, shard, shards)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"info": info, "timings": [asdict(t) for t in timings]}, indent=1))
+        path = write_shard(args.out, shard, shards, info, [asdict(t) for t in timings])
         if shards > 1:
             if "WORLD_SIZE" not in os.environ or shard != 0:
                 print(f"shard {shard}/{shards} done: {len(timings)} sequences -> {path}")
                 return 0
-            _wait_for_shards(args.out, shards)
-    return _merge_and_score(args, names)
+            wait_for_shards(args.out, shards)
+    return _merge_and_score(args, names, None if args.merge else shards)
 
 
-def _wait_for_shards(out: Path, shards: int, poll_seconds: float = 2.0) -> None:
-    """Rank 0 of a torchrun launch waits until every rank has written its timings."""
-    while not all(_timings_path(out, i, shards).is_file() for i in range(shards)):
-        time.sleep(poll_seconds)
-
-
-def _merge_and_score(args: argparse.Namespace, names: list[str]) -> int:
-    files = sorted((args.out / "timings").glob("shard-*-of-*.json"))
-    if not files:
-        raise EmvosInputError(f"{args.out / 'timings'}: no shard timings found; run the shards first")
-    loaded = [json.loads(f.read_text()) for f in files]
+def _merge_and_score(args: argparse.Namespace, names: list[str], shards: int | None) -> int:
+    loaded = read_shards(args.out, shards)
     timings = [SequenceTiming(**t) for doc in loaded for t in doc["timings"]]
     missing = sorted(set(names) - {t.sequence for t in timings})
     if missing:
@@ -304,8 +292,8 @@ def _merge_and_score(args: argparse.Namespace, names: list[str]) -> int:
         write_reports(result, args.out / "results")
         print(format_report(result))
         summary = summarize(timings, result, {**info, "year": args.year, "split": args.split})
-        (args.out / "benchmark.csv").write_text(sequences_csv(summary))
-    (args.out / "benchmark.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomically(args.out / "benchmark.csv", sequences_csv(summary))
+    write_text_atomically(args.out / "benchmark.json", json.dumps(summary, indent=1))
     print(format_summary(summary))
     print(f"-> {args.out / 'benchmark.json'}", file=sys.stderr)
     return 0

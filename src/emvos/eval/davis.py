@@ -48,6 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from emvos.errors import EmvosInputError
 from emvos.eval.metrics import Statistics, object_statistics, region_and_boundary
+from emvos.io.files import write_text_atomically
 
 #: The DAVIS editions :func:`evaluate_results` understands.
 YEARS = (2016, 2017)
@@ -417,20 +418,6 @@ def result_json(result: EvaluationResult) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise EmvosInputError(f"cannot write {path} ({exc.strerror}); make the results folder writable") from None
-
-
 def report_paths(results_dir: str | os.PathLike[str], split: str) -> tuple[Path, Path, Path]:
     """Where :func:`write_reports` writes: the global CSV, the per-sequence CSV and the JSON."""
     folder = Path(results_dir)
@@ -449,7 +436,7 @@ def write_reports(result: EvaluationResult, results_dir: str | os.PathLike[str])
     """
     paths = report_paths(results_dir, result.split)
     for path, text in zip(paths, (global_csv(result), per_sequence_csv(result), result_json(result)), strict=True):
-        _write_atomically(path, text)
+        write_text_atomically(path, text)
     return paths
 
 

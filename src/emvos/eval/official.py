@@ -44,7 +44,12 @@ def import_official(path: str | Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise EmvosInputError(f"{file}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the checkout's code raises, the checkout is to fix
+        reason = (str(exc).splitlines() or [""])[0]
+        raise EmvosInputError(f"{file}: cannot be imported ({exc.__class__.__name__}: {reason}); "
+                              "pass a working checkout of the official EMVOS code") from None
     if not hasattr(module, "EMVOS"):
         raise EmvosInputError(f"{file}: defines no EMVOS model; is this the official EMVOS emvos.py?")
     return module

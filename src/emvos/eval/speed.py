@@ -73,6 +73,7 @@ from emvos.eval.official import build_official, import_official, official_forwar
 from emvos.eval.speed_report import format_markdown, format_text, write_outputs
 from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor, resolve_device
 from emvos.io import DAVIS_PALETTE
+from emvos.io.files import write_text_atomically
 from emvos.io.writers import video_codec
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
@@ -1001,7 +1002,12 @@ def run(args: argparse.Namespace) -> int:
     if args.from_json is not None:
         if not args.from_json.is_file():
             raise EmvosInputError(f"--from-json {args.from_json}: no such file")
-        summary = json.loads(args.from_json.read_text())
+        try:
+            summary = json.loads(args.from_json.read_text(encoding="utf-8"))
+            format_text(summary), format_markdown(summary)  # a file of another shape fails here, in one line
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise EmvosInputError(f"--from-json {args.from_json}: not a speed.json written by emvos speed; "
+                                  "pass OUT/speed.json of an earlier run") from None
     else:
         settings = settings_from_args(args)
         models = _model_specs(args)
@@ -1021,8 +1027,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"-> {out / 'speed.json'}, {out / 'speed.csv'}", file=sys.stderr)
     print(format_text(summary))
     if args.doc is not None:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(format_markdown(summary))
+        write_text_atomically(args.doc, format_markdown(summary))
         print(f"-> {args.doc}", file=sys.stderr)
     return 0
 

@@ -11,6 +11,8 @@ import io
 import json
 from pathlib import Path
 
+from emvos.io.files import write_text_atomically
+
 #: The official implementation's timings quoted when it is not run: seconds per frame by objects.
 OFFICIAL_REFERENCE = {
     "source": "reference timings, not this run and maybe not this CPU: the official EMVOS code on "
@@ -306,8 +308,7 @@ def cells_csv(summary: dict) -> str:
 
 def write_outputs(summary: dict, out: Path) -> None:
     """``OUT/speed.json`` and ``OUT/speed.csv``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(summary, indent=1))
-    (out / "speed.csv").write_text(cells_csv(summary))
+    write_text_atomically(out / "speed.json", json.dumps(summary, indent=1))
+    write_text_atomically(out / "speed.csv", cells_csv(summary))
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import zipfile
@@ -52,9 +51,11 @@ from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import _parse_shard, peak_memory_mb
+from emvos.eval.shards import clear_shard, read_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
 from emvos.inference.predictor import VideoPredictor
 from emvos.io import FRAME_EXTENSIONS, LabelWriter, MaskMode, check_mask_size, natural_sort_key, open_frames, read_mask
+from emvos.io.files import atomic_path, write_text_atomically
 
 #: Name of the zip written into the output folder.
 SUBMISSION_ZIP = "submission.zip"
@@ -261,20 +262,16 @@ def write_submission(out: Path, videos: list[YTVOSVideo]) -> Path:
         EmvosInputError: a listed frame has no PNG (a video was not segmented), or the zip cannot be written.
     """
     target = out / SUBMISSION_ZIP
-    temporary = out / f".{SUBMISSION_ZIP}.{os.getpid()}.tmp"
     try:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
+        with atomic_path(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
             for video in videos:
                 for stem in video.listed:
                     png = out / "Annotations" / video.name / f"{stem}.png"
                     if not png.is_file():
                         raise EmvosInputError(f"{png}: missing; segment video {video.name!r} (or its shard) first")
                     archive.write(png, f"Annotations/{video.name}/{stem}.png")
-        os.replace(temporary, target)
     except OSError as error:
         raise EmvosInputError(f"{target}: cannot write ({error.strerror or error}); check free disk space") from error
-    finally:
-        temporary.unlink(missing_ok=True)
     return target
 
 
@@ -329,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
         if shards > 1 and args.device == "auto" and torch.cuda.device_count() > 1:
             args.device = f"cuda:{shard % torch.cuda.device_count()}"
         predictor = build_predictor(args)
+        clear_shard(args.out, shard, shards)
         timings = [
             segment_video(predictor, video, args.out / "Annotations" / video.name)
             for video in tqdm(videos[shard::shards], unit="video", disable=args.quiet, desc="ytvos")
@@ -344,21 +342,16 @@ def run(args: argparse.Namespace) -> int:
             "threads": torch.get_num_threads(),
             **peak_memory_mb(predictor.device),
         }
-        path = args.out / "timings" / f"shard-{shard}-of-{shards}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"info": info, "timings": [asdict(t) for t in timings]}, indent=1))
+        path = write_shard(args.out, shard, shards, info, [asdict(t) for t in timings])
         if shards > 1:
             print(f"shard {shard}/{shards} done: {len(timings)} videos -> {path}")
             return 0
-    return _merge(args.out, videos)
+    return _merge(args.out, videos, None if args.merge else shards)
 
 
-def _merge(out: Path, videos: list[YTVOSVideo]) -> int:
+def _merge(out: Path, videos: list[YTVOSVideo], shards: int | None) -> int:
     """Check every video has timings, zip the submission and write ``ytvos.json``."""
-    files = sorted((out / "timings").glob("shard-*-of-*.json"))
-    if not files:
-        raise EmvosInputError(f"{out / 'timings'}: no shard timings found; run the shards first")
-    loaded = [json.loads(f.read_text()) for f in files]
+    loaded = read_shards(out, shards)
     by_video = {t["video"]: VideoTiming(**t) for doc in loaded for t in doc["timings"]}
     missing = [v.name for v in videos if v.name not in by_video]
     if missing:
@@ -370,7 +363,7 @@ def _merge(out: Path, videos: list[YTVOSVideo]) -> int:
         if key in info:
             info[key] = max(doc["info"].get(key, 0.0) for doc in loaded)
     summary = summarize([by_video[v.name] for v in videos], info)
-    (out / "ytvos.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomically(out / "ytvos.json", json.dumps(summary, indent=1))
     print(f"{summary['videos']} videos, {summary['frames']} frames segmented, {summary['written']} written on "
           f"{summary['device']}: model {summary['model_fps']:.2f} fps, end to end {summary['end_to_end_fps']:.2f} fps, "
           f"peak RSS {summary['peak_rss_mb']:.0f} MiB")

@@ -15,9 +15,7 @@ The official implementation's checkpoints are plain state dicts with keys ``vos.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 from torch import Tensor
 
 from emvos.errors import EmvosInputError
+from emvos.io.files import atomic_path
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
 
@@ -124,15 +123,8 @@ def save_checkpoint(path: str | Path, model: EMVOS, half: bool = False, **extra:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "model": state,
                "encoder_included": include_encoder, "encoder_fingerprint": encoder_fingerprint(model), **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emvos.errors import EmvosInputError
+from emvos.io.files import write_text_atomically
 from emvos.study.config import StudyConfig
 
 #: Markers around the results section of the doc.
@@ -312,19 +313,13 @@ def replace_section(text: str, section: str) -> str:
     return text[:start.start()] + block + text[end.end():]
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_reports(results: StudyResults, out: Path, doc: Path | None = None) -> list[Path]:
     """Write ``OUT/results.json``, ``OUT/matching-study.md`` and the doc's section; returns the files written."""
     section = render_section(results)
     written = [out / "results.json", out / "matching-study.md"]
-    _write_text(written[0], json.dumps(results.to_json(), indent=1) + "\n")
-    _write_text(written[1], f"{BEGIN}\n{section}{END}\n")
+    write_text_atomically(written[0], json.dumps(results.to_json(), indent=1) + "\n")
+    write_text_atomically(written[1], f"{BEGIN}\n{section}{END}\n")
     if doc is not None:
-        _write_text(doc, replace_section(doc.read_text(encoding="utf-8") if doc.is_file() else "", section))
+        write_text_atomically(doc, replace_section(doc.read_text(encoding="utf-8") if doc.is_file() else "", section))
         written.append(doc)
     return written

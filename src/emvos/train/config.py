@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emvos.errors import EmvosInputError
+from emvos.io.files import write_text_atomically
 from emvos.model.config import ModelConfig
 
 AmpMode = Literal["none", "bf16", "fp16"]
@@ -64,7 +65,8 @@ class StageConfig:
         lr: Adam's learning rate (constant).
         select_best: whether a validation score of this stage may become ``best.pt``.
         ema: when positive, the decay of an exponential moving average of the trainable weights,
-            started from the weights the stage begins with (0: no averaging). Validation, ``best.pt``
+            started from the weights the stage begins with and ramped up as ``(1 + n) / (10 + n)``
+            over the first ``n`` updates (:class:`emvos.train.trainer.WeightAverage`; 0: none). Validation, ``best.pt``
             and the checkpoints' model weights are then the average; training goes on from the
             optimizer's own weights, which the checkpoints keep beside it.
     """
@@ -397,7 +399,11 @@ def read_config_file(source: str | Path) -> dict[str, Any]:
     """
     path = Path(source)
     if path.is_file():
-        text, label = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, label = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise EmvosInputError(f"{path}: cannot read the config ({reason}); pass a readable YAML file") from None
     else:
         name = str(source).removesuffix(".yaml")
         preset = resources.files("emvos") / "configs" / f"{name}.yaml"
@@ -485,9 +491,4 @@ def load_config(source: str | Path | None = None, overrides: Sequence[str] = (),
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the effective configuration as YAML (the format :func:`load_config` reads)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = _yaml().safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, _yaml().safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None))

@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
+from emvos.io.files import atomic_path
 from emvos.train.validation import ValidationResult
 
 #: Columns of ``metrics.csv``.
@@ -54,12 +55,10 @@ class Monitor:
         out.mkdir(parents=True, exist_ok=True)
         self._tb = _summary_writer(out / "tb", start + 1 if start else None) if tensorboard else None
         path = out / "metrics.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(self._rows_up_to(path, start) if start else [])
-        tmp.replace(path)
         self._file = path.open("a", newline="", encoding="utf-8")
         self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
         self._bar = tqdm(total=total, initial=start, unit="it", desc="train", disable=not progress,

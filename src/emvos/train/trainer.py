@@ -194,11 +194,15 @@ class WeightAverage:
         self.decay, self.updates = decay, updates
         self.shadow = {name: p.detach().clone() for name, p in params.items()}
 
+    def decay_at(self, update: int) -> float:
+        """The decay that update number ``update`` (1-based) applies."""
+        return min(self.decay, (1 + update) / (10 + update))
+
     @torch.no_grad()
     def update(self, params: dict[str, Tensor]) -> None:
         """Move the average towards the parameters' current values."""
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = self.decay_at(self.updates)
         for name, p in params.items():
             self.shadow[name].lerp_(p.detach(), 1 - decay)
 
@@ -331,7 +335,12 @@ class Trainer:
         self.best_jf, self.best_step = metrics.get("best_jf"), metrics.get("best_step")
         self.last_val = dict(metrics.get("val") or {})
         restore_rng(checkpoint["rng"])
-        if "training_weights" in checkpoint:  # the model's weights are the average; training goes on from these
+        averaged = "training_weights" in checkpoint  # then the model's weights are the average
+        if averaged != (stages[index].ema > 0) and iteration < stages[index].iterations:
+            raise EmvosInputError(f"{path}: saved {'with' if averaged else 'without'} a weight average in stage "
+                                  f"{stages[index].name!r}, whose ema in the config is {stages[index].ema}; "
+                                  "resume with the run's config")
+        if averaged:  # training goes on from the optimizer's own weights
             if stages[index].ema > 0:
                 self.average = WeightAverage(self.trainable, stages[index].ema, int(checkpoint["ema_updates"]))
             with torch.no_grad():
@@ -405,10 +414,10 @@ class Trainer:
         cfg = self.config
         total = cfg.total_iterations
         target = total if until is None else min(until, total)
-        monitor = Monitor(self.out, self.step, total, self.dist.is_main, self.progress, cfg.tensorboard)
-        losses: dict[int, float] = {}
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
+        monitor = Monitor(self.out, self.step, total, self.dist.is_main, self.progress, cfg.tensorboard)
+        losses: dict[int, float] = {}
         try:
             with _StopSignals() as stop:
                 monitor.message(self._summary())
