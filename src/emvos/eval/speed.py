@@ -667,6 +667,7 @@ class SpeedRun:
         }
 
     def log(self, text: str) -> None:
+        """Pass a progress line, prefixed with the minutes since the run started, to the run's logger."""
         if self._log is not None:
             minutes = (time.perf_counter() - self.start) / 60
             self._log(f"[{minutes:6.1f} min] {text}")

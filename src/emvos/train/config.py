@@ -37,7 +37,7 @@ class DataConfig:
 
     Attributes:
         kind: a registered dataset kind (:func:`emvos.train.datasets.dataset_kinds`): ``static``
-            (pseudo-videos from still images), ``davis``, ``ytvos``, ``synthetic`` or ``distractors``.
+            (pseudo-videos from still images), ``coco``, ``davis``, ``ytvos``, ``synthetic`` or ``distractors``.
         root: the dataset's folder; relative paths are relative to the working directory.
         options: keyword arguments of the dataset's constructor beyond root, clip length, crop
             size and seed; checked against the constructor when training starts.
@@ -215,7 +215,7 @@ class TrainConfig:
         need(self.seed >= 0, f"seed: must not be negative, got {self.seed}")
         need(bool(self.out), "out: give an output folder")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
-             f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+             f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able form (lists for tuples), the inverse of :func:`config_from_dict`."""

@@ -85,6 +85,8 @@ class DenseNet121Encoder(Encoder):
         self.norm0 = nn.Identity()
 
     def extract(self, x: Tensor) -> Features:
+        """Features of normalised images ``(B, 3, H, W)``: ``(B, 256, H/4, W/4)``, ``(B, 512, H/8, W/8)``,
+        ``(B, 1024, H/16, W/16)``."""
         x = self.pool0(self.relu0(self.norm0(self.conv0(x))))
         s4 = self.denseblock1(x)
         s8 = self.denseblock2(self.transition1(s4))
