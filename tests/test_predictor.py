@@ -11,6 +11,7 @@ from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.predictor import VideoPredictor, VideoState
 from emvos.model.config import Bijective, ModelConfig
+from emvos.model.decoder import WINOGRAD_MIN_WIDTH
 from emvos.model.network import EMVOS
 
 H, W = 48, 80
@@ -162,10 +163,12 @@ def test_geometry_pads_centred_and_restores() -> None:
     assert Geometry.for_frames((720, 1280), resolution=480, stride=16).work == (480, 853)
 
 
-def test_inference_optimisations_keep_the_masks() -> None:
-    """Folded BatchNorm and channels-last give the unoptimised path's masks (up to float rounding)."""
+@pytest.mark.parametrize("widths", [(8, 8, 8), (8, 8, 128)])
+def test_inference_optimisations_keep_the_masks(widths: tuple[int, int, int]) -> None:
+    """Folded BatchNorm, Winograd for wide decoder levels and channels-last give the unoptimised
+    path's masks (up to float rounding)."""
     torch.manual_seed(0)
-    model = EMVOS(ModelConfig(encoder="efficientnet_lite0", key_channels=16, decoder_widths=(8, 8, 8)))
+    model = EMVOS(ModelConfig(encoder="efficientnet_lite0", key_channels=16, decoder_widths=widths))
     with torch.no_grad():  # decisive logits, as a trained decoder gives; near-ties would flip on rounding
         for p in model.decoder.parameters():
             p.mul_(3)
@@ -178,6 +181,7 @@ def test_inference_optimisations_keep_the_masks() -> None:
         outputs[optimize] = np.stack([pred.step(state, f, first if i == 0 else None).labels
                                       for i, f in enumerate(frames)])
     assert (outputs[False] == outputs[True]).mean() > 0.999
+    assert (pred.model.decoder.levels[0].shared_blend is not None) == (widths[2] >= WINOGRAD_MIN_WIDTH)
     assert sum(1 for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)) > 0  # not folded in place
 
 

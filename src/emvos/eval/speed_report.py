@@ -176,7 +176,8 @@ def tables(summary: dict) -> list[Table]:
                 for o, s in sorted(official["seconds_per_frame"].items())]
         title = (f"Speed-up of the paper model over the official implementation, {official['resolution']}p, "
                  f"model only ({official['source']}); `{default} at peak`: the speed-up of {default} emvos doing its "
-                 f"work at 100 % of the measured {default} peak")
+                 f"direct-convolution work at 100 % of the measured {default} peak (Winograd, doing less, "
+                 "can pass it)")
         if huge:
             title += f"; the last two columns: the official implementation with huge pages too, and {default} over it"
         out.append((title, ["objects", "official s/frame", "official fps", "official GFLOPs", "emvos GFLOPs", *timed,
@@ -263,7 +264,10 @@ def format_markdown(summary: dict) -> str:
         "thread and written as PNGs, wall time from opening the video to the last PNG (the given first "
         "frame included).",
         "- **GFLOPs** of a propagated frame from `torch.utils.flop_counter` (matmuls and convolutions, 2 FLOPs "
-        "per multiply-add); **GFLOP/s** = GFLOPs x model fps; **% of peak** against the best measured "
+        "per multiply-add), counted on the unoptimised network: the work of direct convolutions. The "
+        "optimised modes compute the decoder's wide 3x3 convolutions by Winograd F(4x4, 3x3), with "
+        "fewer multiplies, so their GFLOP/s are effective rates. **GFLOP/s** = GFLOPs x model fps; "
+        "**% of peak** against the best measured "
         "kernel (matmul or channels-last 3x3 conv) of the mode's precision, measured in the same run. The "
         "Lite0 encoder's stride-2 layers carry a zero row and column in their kernels (TensorFlow "
         "\"SAME\" padding without a padded copy of the input), and the counter counts those multiplies too.",
@@ -274,8 +278,9 @@ def format_markdown(summary: dict) -> str:
         f"- **% pixels = {s['reference_mode']}**: identical pixels with the unoptimised fp32 network on the end-to-end "
         "frames after the first. With random weights the decoder's outputs are nearly tied, so rounding "
         "flips more pixels than it would with trained weights.",
-        "- Modes: `fp32-unopt` = no BatchNorm folding or channels-last; `fp32` = the default; `bf16`/`fp16` = "
-        "autocast; `+compile` = `torch.compile` of the encoder and decoder.",
+        "- Modes: `fp32-unopt` = no BatchNorm folding, Winograd decoder convolutions or channels-last; "
+        "`fp32` = the default (all three); `bf16`/`fp16` = autocast; `+compile` = `torch.compile` of the "
+        "encoder and decoder.",
         f"- **Huge pages**: {_huge_pages(machine)}",
         "",
     ]

@@ -135,7 +135,8 @@ class VideoPredictor:
         precision: ``fp32``; or ``bf16`` (CPU or CUDA) / ``fp16`` (CUDA) autocast, faster where the
             hardware supports it, at a small cost in accuracy.
         optimize: run a copy of the network prepared for inference: BatchNorm folded into the
-            convolutions before it and channels-last memory format (same results up to float rounding).
+            convolutions before it, the wide decoder levels' 3×3 convolutions by Winograd
+            F(4×4, 3×3), and channels-last memory format (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution, faster afterwards).
     """
@@ -157,6 +158,7 @@ class VideoPredictor:
         if optimize:
             model = copy.deepcopy(model)
             model.encoder.fold_batchnorm()
+            model.decoder.use_winograd()
             model.to(memory_format=torch.channels_last)
         if compile:
             model.encoder.compile()
