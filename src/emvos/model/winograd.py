@@ -101,11 +101,7 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None,
         y = torch.matmul(at, (at @ prod.view(a, a * tiles * out_channels)).view(m, a, tiles * out_channels))
         # (4, 4, B, rows, nw, C_out) -> (B, rows, 4, nw, 4, C_out): output rows r0 * 4 .. r1 * 4.
         y = y.view(m, m, b, r1 - r0, nw, out_channels).permute(2, 3, 0, 4, 1, 5)
-        target = out[:, r0 * m:r1 * m].view(b, r1 - r0, m, nw, m, out_channels)
-        if bias is None:
-            target.copy_(y)
-        else:
-            torch.add(y, bias, out=target)
+        out[:, r0 * m:r1 * m].view(b, r1 - r0, m, nw, m, out_channels).copy_(y if bias is None else y + bias)
     if (h, w) != (nh * m, nw * m):  # drop the rows and columns of partial tiles
         out = out[:, :h, :w].contiguous()
     return out.permute(0, 3, 1, 2)
