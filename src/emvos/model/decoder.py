@@ -26,9 +26,9 @@ from emvos.model.winograd import WinogradConv2d
 MASK_CHANNELS = 2
 #: Hidden channels of CBAM's spatial-attention branch.
 CBAM_SPATIAL_HIDDEN = 16
-#: Levels at least this wide compute their 3×3 convolutions by Winograd in :meth:`Decoder.use_winograd`.
-#: On a 2-core CPU at 480p, F(4×4, 3×3) took 0.6x the time of oneDNN's direct convolution at
-#: width 256 and 0.8x at 128, and more than the direct one at 64 and below.
+#: Levels at least this wide compute their 3×3 convolutions by Winograd in :meth:`Decoder.use_winograd`:
+#: on a 2-core CPU at 480p, F(4×4, 3×3) beat the direct convolution from width 128 on and lost to it
+#: at 64 and below (``python benchmarks/winograd.py`` measures it).
 WINOGRAD_MIN_WIDTH = 128
 
 
