@@ -224,6 +224,10 @@ def test_reports_have_the_toolkit_columns_and_format(davis17: Path, perfect: Pat
     assert document["split"] == "val"
     assert [row["Sequence"] for row in document["per_object"]] == ["alpha_1", "alpha_2", "beta_1"]
     assert document["per_object"][1]["F-Mean"] == 0.0
+    alpha_2 = result.objects[1]
+    assert document["per_object"][1]["scored_frames"] == list(alpha_2.frames)
+    assert document["per_object"][1]["J-per-frame"] == alpha_2.j_per_frame.tolist()
+    assert len(document["per_object"][1]["F-per-frame"]) == len(alpha_2.frames)
     # written through temporary files that are gone
     assert sorted(p.name for p in perfect.iterdir() if p.is_file()) == sorted(p.name for p in paths)
 

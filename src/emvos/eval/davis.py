@@ -392,7 +392,8 @@ def _json_number(value: float) -> float | None:
 
 
 def result_json(result: EvaluationResult) -> str:
-    """The numbers of ``result`` as JSON text (full precision; NaN as ``null``)."""
+    """The numbers of ``result`` as JSON text (full precision; NaN as ``null``), with every object's J
+    and F per scored frame."""
     document = {
         "benchmark": f"DAVIS {result.year}",
         "protocol": "semi-supervised",
@@ -411,6 +412,9 @@ def result_json(result: EvaluationResult) -> str:
                 "F-Mean": _json_number(obj.f.mean),
                 "F-Recall": _json_number(obj.f.recall),
                 "F-Decay": _json_number(obj.f.decay),
+                "scored_frames": list(obj.frames),
+                "J-per-frame": [_json_number(float(v)) for v in obj.j_per_frame],
+                "F-per-frame": [_json_number(float(v)) for v in obj.f_per_frame],
             }
             for obj in result.objects
         ],
