@@ -63,6 +63,7 @@ def transform_weight(weight: Tensor) -> Tensor:
     return u.reshape(IN_TILE * IN_TILE, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
+@torch.compiler.disable  # a loop of large matrix products: tracing it only unrolls the loop and slows compilation
 def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                      chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
     """A 3×3 convolution with stride 1 and zero padding 1, by Winograd F(4×4, 3×3).
