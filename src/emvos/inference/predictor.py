@@ -135,8 +135,8 @@ class VideoPredictor:
         precision: ``fp32``; or ``bf16`` (CPU or CUDA) / ``fp16`` (CUDA) autocast, faster where the
             hardware supports it, at a small cost in accuracy.
         optimize: run a copy of the network prepared for inference: BatchNorm folded into the
-            convolutions before it, the wide decoder levels' 3×3 convolutions by Winograd
-            F(4×4, 3×3), and channels-last memory format (same results up to float rounding).
+            convolutions before it, on the CPU the wide decoder levels' 3×3 convolutions by
+            Winograd F(4×4, 3×3), and channels-last memory format (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
             freezing, which pre-packs the weights for its convolution kernels).
@@ -160,7 +160,8 @@ class VideoPredictor:
             model = copy.deepcopy(model)
         if optimize:
             model.encoder.fold_batchnorm()
-            model.decoder.use_winograd()
+            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
+                model.decoder.use_winograd()
             model.to(memory_format=torch.channels_last)
         if compile:
             # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
