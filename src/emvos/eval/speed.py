@@ -998,6 +998,11 @@ def _log_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _not_a_summary(path: Path) -> EmvosInputError:
+    return EmvosInputError(f"--from-json {path}: not a speed.json written by emvos speed; "
+                           "pass OUT/speed.json of an earlier run")
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the options, run the sweep (or load ``--from-json``), print the tables, write the outputs."""
     if args.from_json is not None:
@@ -1005,10 +1010,8 @@ def run(args: argparse.Namespace) -> int:
             raise EmvosInputError(f"--from-json {args.from_json}: no such file")
         try:
             summary = json.loads(args.from_json.read_text(encoding="utf-8"))
-            format_text(summary), format_markdown(summary)  # a file of another shape fails here, in one line
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise EmvosInputError(f"--from-json {args.from_json}: not a speed.json written by emvos speed; "
-                                  "pass OUT/speed.json of an earlier run") from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _not_a_summary(args.from_json) from None
     else:
         settings = settings_from_args(args)
         models = _model_specs(args)
@@ -1026,9 +1029,16 @@ def run(args: argparse.Namespace) -> int:
         summary = SpeedRun(settings, models, device, out, command_line(args), args.official_repo, davis,
                            None if args.quiet else _log_line).run()
         print(f"-> {out / 'speed.json'}, {out / 'speed.csv'}", file=sys.stderr)
-    print(format_text(summary))
-    if args.doc is not None:
-        write_text_atomically(args.doc, format_markdown(summary))
+    try:
+        text = format_text(summary)
+        markdown = format_markdown(summary) if args.doc is not None else None
+    except (KeyError, TypeError, AttributeError):
+        if args.from_json is None:
+            raise
+        raise _not_a_summary(args.from_json) from None  # JSON of another shape
+    print(text)
+    if markdown is not None:
+        write_text_atomically(args.doc, markdown)
         print(f"-> {args.doc}", file=sys.stderr)
     return 0
 

@@ -66,9 +66,9 @@ class StageConfig:
         select_best: whether a validation score of this stage may become ``best.pt``.
         ema: when positive, the decay of an exponential moving average of the trainable weights,
             started from the weights the stage begins with and ramped up as ``(1 + n) / (10 + n)``
-            over the first ``n`` updates (:class:`emvos.train.trainer.WeightAverage`; 0: none). Validation, ``best.pt``
-            and the checkpoints' model weights are then the average; training goes on from the
-            optimizer's own weights, which the checkpoints keep beside it.
+            over the first ``n`` updates (:class:`emvos.train.trainer.WeightAverage`; 0: none).
+            Validation, ``best.pt`` and the checkpoints' model weights are then the average;
+            training goes on from the optimizer's own weights, which the checkpoints keep beside it.
     """
 
     name: str

@@ -18,9 +18,9 @@ same losses as one, up to floating-point summation order.
 
 Resuming is exact: everything an iteration depends on is either a function of (seed, stage,
 iteration) — the data and the augmentation coin — or saved in ``last.pt`` — weights, Adam's state,
-the weight average, the loss scaler, and the RNG states of Python, NumPy and PyTorch. A run interrupted and resumed
-therefore computes the same losses, bit for bit on the same machine and thread count, as one that
-never stopped (on GPUs, up to the non-determinism of some CUDA kernels).
+the weight average, the loss scaler, and the RNG states of Python, NumPy and PyTorch. A run
+interrupted and resumed therefore computes the same losses, bit for bit on the same machine and
+thread count, as one that never stopped (on GPUs, up to the non-determinism of some CUDA kernels).
 """
 
 from __future__ import annotations
@@ -353,17 +353,22 @@ class Trainer:
         self.average = WeightAverage(self.trainable, stage.ema) if stage.ema > 0 else None
 
     @contextmanager
-    def _averaged_weights(self) -> Iterator[None]:
-        """Within the block the model holds the averaged weights (when the stage averages)."""
+    def _averaged_weights(self) -> Iterator[dict[str, Tensor] | None]:
+        """Within the block the model holds the averaged weights (when the stage averages).
+
+        Yields:
+            The optimizer's own trainable weights, restored after the block; ``None`` when the
+            stage does not average.
+        """
         if self.average is None:
-            yield
+            yield None
             return
         live = {name: p.detach().clone() for name, p in self.trainable.items()}
         with torch.no_grad():
             for name, p in self.trainable.items():
                 p.copy_(self.average.shadow[name])
         try:
-            yield
+            yield live
         finally:
             with torch.no_grad():
                 for name, p in self.trainable.items():
@@ -550,11 +555,9 @@ class Trainer:
         """
         if not self.dist.is_main:
             return
-        averaging = {}
-        if self.average is not None:
-            averaging = {"training_weights": {k: p.detach().cpu().clone() for k, p in self.trainable.items()},
-                         "ema_updates": self.average.updates}
-        with self._averaged_weights():
+        with self._averaged_weights() as live:
+            averaging = {} if live is None else {"training_weights": {k: v.cpu() for k, v in live.items()},
+                                                 "ema_updates": self.average.updates}
             save_checkpoint(
                 self.out / name, self.model,
                 optimizer=self.optimizer.state_dict(),
