@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emvos.model.decoder import Decoder
+from emvos.model.decoder import Decoder, FoldConvTranspose2d
 from emvos.model.encoders import Features
 from emvos.model.winograd import WinogradConv2d, transform_weight, winograd_conv3x3
 
@@ -57,9 +57,10 @@ def test_decoder_converts_only_its_wide_levels_and_decodes_the_same() -> None:
     torch.manual_seed(0)
     decoder = Decoder(feature_channels=(8, 12, 16), widths=(8, 16, 32), score_channels=8).eval()
     fast = copy.deepcopy(decoder)
-    fast.use_winograd(min_width=16)
+    fast.use_cpu_algorithms(min_width=16)
     assert [level.shared_blend is not None for level in fast.levels] == [True, True, False]  # stride 16, 8, 4
     assert [isinstance(level.cbam.conv, WinogradConv2d) for level in fast.levels] == [True, True, False]
+    assert [isinstance(level.up, FoldConvTranspose2d) for level in fast.levels] == [True, True, False]
     feats = [torch.randn(1, c, s, s) for c, s in ((8, 16), (12, 8), (16, 4))]
     features = Features(*feats)
     scores, prev = torch.rand(3, 8, 4, 4), torch.rand(3, 2, 4, 4)
@@ -67,3 +68,22 @@ def test_decoder_converts_only_its_wide_levels_and_decodes_the_same() -> None:
         expected = decoder(decoder.shared(features), scores, prev)
         got = fast(fast.shared(features), scores, prev)
     assert (got - expected).abs().max() < 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_fold_upsampling_equals_the_transposed_convolution(stride: int, bias: bool, channels_last: bool) -> None:
+    torch.manual_seed(3)
+    up = nn.ConvTranspose2d(12, 2, stride + 2, stride, 1, bias=bias)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 12, 7, 10).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        expected, got = up(x), FoldConvTranspose2d(up)(x)
+    assert got.shape == expected.shape == (3, 2, 7 * stride, 10 * stride)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_upsampling_rejects_what_it_cannot_compute() -> None:
+    with pytest.raises(ValueError, match="transposed"):
+        FoldConvTranspose2d(nn.ConvTranspose2d(4, 2, 4, 2, 1, output_padding=1))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from emvos import __version__
 from emvos.errors import EmvosInputError
-from emvos.runtime import use_huge_pages
+from emvos.runtime import keep_freed_memory, use_huge_pages
 
 #: Each subcommand and the module that registers it, in the order ``emvos --help`` lists them.
 SUBCOMMANDS = {
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emvos`` console script; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     use_huge_pages()  # before any subcommand imports PyTorch
+    keep_freed_memory()
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:

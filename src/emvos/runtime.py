@@ -1,11 +1,14 @@
 """Process-wide settings that make inference faster without changing its results.
 
-The ``emvos`` command applies them before it imports PyTorch. Python users who want the same set
-``THP_MEM_ALLOC_ENABLE=1`` in the environment, or call :func:`use_huge_pages` before ``import torch``.
+The ``emvos`` command applies them before it imports PyTorch. Python users who want the same call
+:func:`use_huge_pages` before ``import torch`` and :func:`keep_freed_memory` (or set the environment
+variables they name before Python starts).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import sys
@@ -13,6 +16,15 @@ import sys
 #: PyTorch's switch for backing large CPU tensors with transparent huge pages (read once, when the
 #: first CPU tensor is allocated).
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
+#: glibc's size above which an allocation gets pages of its own from the kernel, and the free memory
+#: at the top of the heap above which it hands memory back; each read when a process starts.
+MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+TRIM_THRESHOLD_ENV = "MALLOC_TRIM_THRESHOLD_"
+#: The value :func:`keep_freed_memory` gives both: larger than any feature map of a 1080p frame.
+KEPT_MEMORY_BYTES = 1 << 30
+# mallopt's parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 
 
 def use_huge_pages() -> bool:
@@ -42,3 +54,40 @@ def huge_pages_enabled() -> bool:
     PyTorch reads the variable once, at its first CPU tensor; set later, it has no effect.
     """
     return platform.system() == "Linux" and os.environ.get(HUGE_PAGES_ENV) == "1"
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc reuse freed memory for large tensors instead of mapping fresh pages each time (Linux).
+
+    By default glibc gives every allocation above a threshold (at most 32 MiB) pages of its own and
+    returns them to the kernel when the tensor is freed; the next frame's tensor of the same size
+    then gets new pages, which the kernel must zero on first touch. At 480p the early feature maps
+    are tens of MiB, so every frame paid about 1,600 page faults and the zeroing of each page. With
+    both thresholds at :data:`KEPT_MEMORY_BYTES`, tensors come from the heap, and after the first
+    frames every allocation reuses memory that is already mapped: no page faults per frame. The
+    computation is unchanged; memory freed by the process is kept for it until it exits, so the
+    resident size stays at its peak.
+
+    Applies to this process (``mallopt``) and, through the environment, to the processes it starts.
+    A threshold the environment already sets is left alone (glibc read it when the process started).
+
+    Returns:
+        :func:`freed_memory_kept`.
+    """
+    if platform.system() != "Linux" or MMAP_THRESHOLD_ENV in os.environ or TRIM_THRESHOLD_ENV in os.environ:
+        return freed_memory_kept()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        ok = (libc.mallopt(_M_MMAP_THRESHOLD, KEPT_MEMORY_BYTES) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, KEPT_MEMORY_BYTES) == 1)
+    except (OSError, AttributeError):  # not glibc: no mallopt
+        ok = False
+    if ok:
+        os.environ[MMAP_THRESHOLD_ENV] = os.environ[TRIM_THRESHOLD_ENV] = str(KEPT_MEMORY_BYTES)
+    return freed_memory_kept()
+
+
+def freed_memory_kept() -> bool:
+    """Whether both glibc thresholds are set, in the environment, to at least :data:`KEPT_MEMORY_BYTES`."""
+    values = [os.environ.get(name, "") for name in (MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV)]
+    return platform.system() == "Linux" and all(v.isdigit() and int(v) >= KEPT_MEMORY_BYTES for v in values)

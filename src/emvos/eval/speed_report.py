@@ -167,7 +167,7 @@ def tables(summary: dict) -> list[Table]:
                 if f["model"] == "paper" and f["resolution"] == official["resolution"]}
         fp32_peak = (peak or {}).get("fp32")
         default = summary["settings"]["default_mode"]
-        huge = {int(k): v for k, v in official.get("huge_pages_seconds_per_frame", {}).items()}
+        huge = {int(k): v for k, v in official.get("tuned_seconds_per_frame", {}).items()}
         rows = [[str(o), _num(s, 3), _num(1 / s, 2), _work(official_work.get(o)), _work(work.get(o)),
                  *[f"{ratios[o, m]:.2f}x" if (o, m) in ratios else "–" for m in timed],
                  f"{s * fp32_peak / work[o]:.2f}x" if fp32_peak and work.get(o) else "–",
@@ -179,10 +179,11 @@ def tables(summary: dict) -> list[Table]:
                  f"direct-convolution work at 100 % of the measured {default} peak (Winograd, doing less, "
                  "can pass it)")
         if huge:
-            title += f"; the last two columns: the official implementation with huge pages too, and {default} over it"
+            title += (f"; the last two columns: the official implementation with emvos's process settings too, "
+                      f"and {default} over it")
         out.append((title, ["objects", "official s/frame", "official fps", "official GFLOPs", "emvos GFLOPs", *timed,
                             f"{default} at peak",
-                            *(["official s/frame, huge pages", f"{default} over that"] if huge else [])], rows))
+                            *(["official s/frame, same settings", f"{default} over that"] if huge else [])], rows))
     lengths = summary.get("lengths")
     if lengths:
         rows = [[str(r["frames"]), _num(r["model_fps"]), _num(r["end_to_end_fps"]), _num(r["peak_rss_mb"], 1)]
@@ -218,17 +219,24 @@ def format_text(summary: dict) -> str:
     return "\n\n".join(blocks)
 
 
-def _huge_pages(machine: dict) -> str:
-    """How the run's large CPU tensors were backed (runs from before it was recorded: unknown)."""
+def _process_settings(machine: dict) -> str:
+    """How the run's large CPU tensors were allocated (runs from before it was recorded: unknown)."""
     if "huge_pages" not in machine:
         return "not recorded."
+    settings = []
     if machine["huge_pages"]:
-        return ("on, as every `emvos` command sets them (`THP_MEM_ALLOC_ENABLE=1`, `emvos.runtime.use_huge_pages`): "
-                "PyTorch backs CPU tensors of 2 MiB and more with transparent huge pages, so the feature maps "
-                "allocated afresh each frame cost a page fault per 2 MiB instead of per 4 KiB. The official "
-                "implementation is timed in processes of its own: as it runs by itself, with PyTorch's default "
-                "4 KiB pages (the speed-ups and targets use this), and with huge pages (the last columns).")
-    return "off (PyTorch's default 4 KiB pages)."
+        settings.append("huge pages (`THP_MEM_ALLOC_ENABLE=1`, `emvos.runtime.use_huge_pages`): PyTorch backs CPU "
+                        "tensors of 2 MiB and more with transparent huge pages")
+    if machine.get("freed_memory_kept"):
+        settings.append("freed memory kept (`MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` at 1 GiB, "
+                        "`emvos.runtime.keep_freed_memory`): glibc serves large tensors from memory the process "
+                        "already has instead of fresh pages that the kernel must fault in and zero, so after the "
+                        "first frames no frame pays a page fault")
+    if not settings:
+        return "PyTorch's and glibc's defaults."
+    return ("as every `emvos` command sets them: " + "; ".join(settings) + ". The official implementation is "
+            "timed in processes of its own: as it runs by itself, with the defaults (the speed-ups and targets use "
+            "this), and with the same settings (the last columns).")
 
 
 def format_markdown(summary: dict) -> str:
@@ -281,7 +289,7 @@ def format_markdown(summary: dict) -> str:
         "- Modes: `fp32-unopt` = no BatchNorm folding, Winograd decoder convolutions or channels-last; "
         "`fp32` = the default (all three); `bf16`/`fp16` = autocast; `+compile` = `torch.compile` of the "
         "encoder and decoder.",
-        f"- **Huge pages**: {_huge_pages(machine)}",
+        f"- **Process settings**: {_process_settings(machine)}",
         "",
     ]
     for title, header, rows in tables(summary):

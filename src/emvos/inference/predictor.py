@@ -135,8 +135,10 @@ class VideoPredictor:
         precision: ``fp32``; or ``bf16`` (CPU or CUDA) / ``fp16`` (CUDA) autocast, faster where the
             hardware supports it, at a small cost in accuracy.
         optimize: run a copy of the network prepared for inference: BatchNorm folded into the
-            convolutions before it, on the CPU the wide decoder levels' 3×3 convolutions by
-            Winograd F(4×4, 3×3), and channels-last memory format (same results up to float rounding).
+            convolutions before it and ReLUs computed with them (one oneDNN call on the CPU), on the
+            CPU the wide decoder levels' 3×3 convolutions by Winograd F(4×4, 3×3) and their
+            upsampling by a matrix product and an overlap-add, and channels-last memory format
+            (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
             freezing, which pre-packs the weights for its convolution kernels).
@@ -159,9 +161,10 @@ class VideoPredictor:
         if optimize or compile:  # the caller's network is left as it is
             model = copy.deepcopy(model)
         if optimize:
-            model.encoder.fold_batchnorm()
+            model.encoder.fuse()
+            model.decoder.fuse()
             if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
-                model.decoder.use_winograd()
+                model.decoder.use_cpu_algorithms()
             model.to(memory_format=torch.channels_last)
         if compile:
             # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.

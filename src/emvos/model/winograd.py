@@ -11,7 +11,7 @@ The transforms are linear maps over the 6 rows and 6 columns of each tile, done 
 products too. The interpolation points 0, ±1, ±2 (and ∞) keep float32 rounding close to a direct
 convolution's: outputs agree to about 1e-5 of their magnitude.
 
-Only inference uses this (:meth:`emvos.model.decoder.Decoder.use_winograd`): it pays on a CPU for
+Only inference uses this (:meth:`emvos.model.decoder.Decoder.use_cpu_algorithms`): it pays on a CPU for
 wide layers at high resolution, where a direct convolution is bound by arithmetic.
 """
 

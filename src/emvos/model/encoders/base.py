@@ -89,12 +89,14 @@ class Encoder(nn.Module):
         """Features of normalised images ``(B, 3, H, W)``."""
         raise NotImplementedError
 
-    def fold_batchnorm(self) -> None:
-        """Fold every BatchNorm that directly follows a convolution into it, for inference (in place).
+    def fuse(self) -> None:
+        """Prepare the encoder for inference, in place: fold each BatchNorm that directly follows a
+        convolution into it, and compute the activation after it with the convolution
+        (:class:`~emvos.model.fused.ConvAct`).
 
-        The features stay the same up to float rounding, and the BatchNorm layers disappear from the
-        computation (and from :meth:`state_dict`, so fold only a copy that will not be saved).
-        Encoders without such pairs keep their layers.
+        The features stay the same up to float rounding, and the folded layers disappear from the
+        computation (and from :meth:`state_dict`, so fuse only a copy that will not be saved).
+        Encoders without such pairs keep their layers. Fusing twice changes nothing.
         """
 
 

@@ -19,6 +19,7 @@ from emvos.model.encoders.base import (
     register_encoder,
     warn_random_weights,
 )
+from emvos.model.fused import ConvAct
 
 #: The file name torchvision gives the ImageNet weights in its cache (``torch.hub.get_dir()/checkpoints``).
 TORCHVISION_FILE = "densenet121-a639ec97.pth"
@@ -79,10 +80,19 @@ class DenseNet121Encoder(Encoder):
         self.denseblock2, self.transition2 = f.denseblock2, f.transition2
         self.denseblock3 = f.denseblock3
 
-    def fold_batchnorm(self) -> None:
-        """Fold ``norm0`` into ``conv0``; the dense layers normalise *before* their convolutions."""
+    def fuse(self) -> None:
+        """For inference (in place, on a copy that is not saved): fold ``norm0`` into ``conv0`` and each dense
+        layer's ``norm2`` into its ``conv1``, and fuse the ReLU after each into a
+        :class:`~emvos.model.fused.ConvAct`. The dense layers' ``norm1`` normalises the concatenated
+        features *before* ``conv1`` and stays. Fusing twice changes nothing."""
+        if isinstance(self.conv0, ConvAct):
+            return
         fold_conv_batchnorm(self.conv0, self.norm0)
-        self.norm0 = nn.Identity()
+        self.conv0, self.norm0, self.relu0 = ConvAct(self.conv0, "relu"), nn.Identity(), nn.Identity()
+        for block in (self.denseblock1, self.denseblock2, self.denseblock3):
+            for layer in block.values():
+                fold_conv_batchnorm(layer.conv1, layer.norm2)
+                layer.conv1, layer.norm2, layer.relu2 = ConvAct(layer.conv1, "relu"), nn.Identity(), nn.Identity()
 
     def extract(self, x: Tensor) -> Features:
         """Features of normalised images ``(B, 3, H, W)``: ``(B, 256, H/4, W/4)``, ``(B, 512, H/8, W/8)``,

@@ -38,6 +38,7 @@ from emvos.model.encoders.base import (
     register_encoder,
     warn_random_weights,
 )
+from emvos.model.fused import ConvAct
 
 #: timm's name for the architecture the weights fit.
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
@@ -122,17 +123,23 @@ class SameConv2d(nn.Conv2d):
     materialising it. Dilation must be 1.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C_in, H, W)`` to ``(B, C_out, ceil(H / s), ceil(W / s))``."""
+    def weight_and_padding(self, size: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+        """The kernel (with its prepended zero row / column where needed) and the symmetric padding
+        that give "SAME" padding for an input of spatial ``size`` ``(H, W)``."""
         weight, padding = self.weight, []
-        for dim, size in enumerate(x.shape[-2:]):
+        for dim, n in enumerate(size):
             k, s = self.kernel_size[dim], self.stride[dim]
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
             before, after = total // 2, total - total // 2
             if after != before:
                 weight = F.pad(weight, (0, 0, 1, 0) if dim == 0 else (1, 0))
             padding.append(after)
-        return F.conv2d(x, weight, self.bias, self.stride, tuple(padding), self.dilation, self.groups)
+        return weight, (padding[0], padding[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C_in, H, W)`` to ``(B, C_out, ceil(H / s), ceil(W / s))``."""
+        weight, padding = self.weight_and_padding((x.shape[-2], x.shape[-1]))
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 def _with_same_convs(net: nn.Module) -> nn.Module:
@@ -201,13 +208,23 @@ class EfficientNetLite0Encoder(Encoder):
                 f"{len(missing)} keys, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
                 f"e.g. {unexpected[:2]})")
 
-    def fold_batchnorm(self) -> None:
-        """Fold every BatchNorm into the convolution before it; each keeps only its activation."""
+    def fuse(self) -> None:
+        """Fold every BatchNorm into the convolution before it, and the ReLU6 after it into a
+        :class:`~emvos.model.fused.ConvAct` (in place, for inference on a copy that is not saved).
+        Fusing twice changes nothing."""
+        if isinstance(self.bn1, nn.Identity):
+            return
 
         def fold(owner: nn.Module, conv: str, bn: str) -> None:
-            norm = getattr(owner, bn)
+            norm = getattr(owner, bn)  # timm's BatchNormAct2d: BatchNorm, then drop (identity), then act
+            if not isinstance(norm.drop, nn.Identity):
+                raise ValueError(f"cannot fuse {bn}: it has a {type(norm.drop).__name__}")
             fold_conv_batchnorm(getattr(owner, conv), norm)
-            setattr(owner, bn, nn.Sequential(norm.drop, norm.act))  # timm's BatchNormAct2d: BN, drop, act
+            if isinstance(norm.act, nn.ReLU6):
+                setattr(owner, conv, ConvAct(getattr(owner, conv), "relu6"))
+            elif not isinstance(norm.act, nn.Identity):
+                raise ValueError(f"cannot fuse {type(norm.act).__name__} after {conv}")
+            setattr(owner, bn, nn.Identity())
 
         fold(self, "conv_stem", "bn1")
         for stage in self.blocks:
