@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -109,3 +111,34 @@ def test_downsample_mask_averages_stride_blocks() -> None:
     out = matching.downsample_mask(mask, 16)
     assert out.shape == (1, 1, 2, 2)
     assert out[0, 0, 0, 0] == pytest.approx(0.5) and out[0, 0, 1, 1] == 0
+
+
+ROW_FILTERS = {"none": None, "kernel": partial(matching.kernel_filter, query_size=(3, 5), sigma=1.5),
+               "topk": partial(matching.topk_filter, k=4)}
+
+
+@pytest.mark.parametrize("branch", ["sm", "em"])
+@pytest.mark.parametrize("row_filter", list(ROW_FILTERS), ids=list(ROW_FILTERS))
+@pytest.mark.parametrize("chunk", [1 << 20, 40], ids=["one-block", "blocks-of-1-or-2-rows"])
+def test_match_scores_equals_the_whole_pipeline(branch: str, row_filter: str, chunk: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching, "MATCH_CHUNK_ELEMENTS", chunk)  # 2 x 4 maps x 15 query pixels: 40 -> 1 row
+    ref, qry = _rand_keys(2, 8, 11), _rand_keys(2, 8, 15, seed=4)
+    if branch == "sm":
+        ref, qry = matching.normalize_keys(ref), matching.normalize_keys(qry)
+    affinity = matching.surjective_affinity if branch == "sm" else matching.equalized_affinity
+    mask = torch.rand(2, 4, 11, generator=torch.Generator().manual_seed(5))
+    whole = affinity(ref, qry)
+    if ROW_FILTERS[row_filter] is not None:
+        whole = ROW_FILTERS[row_filter](whole)
+    expected = matching.masked_max(whole, mask)
+    torch.testing.assert_close(matching.match_scores(ref, qry, mask, affinity, ROW_FILTERS[row_filter]), expected)
+
+
+def test_gradients_flow_through_blockwise_matching(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching, "MATCH_CHUNK_ELEMENTS", 20)
+    ref = _rand_keys(1, 4, 6).requires_grad_()
+    qry = _rand_keys(1, 4, 5, seed=3).requires_grad_()
+    matching.match_scores(ref, qry, torch.rand(1, 2, 6), matching.equalized_affinity).sum().backward()
+    assert ref.grad is not None and ref.grad.abs().sum() > 0
+    assert qry.grad is not None and qry.grad.abs().sum() > 0

@@ -7,6 +7,7 @@ The network is stateless. :class:`emvos.inference.VideoPredictor` keeps the per-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -108,15 +109,14 @@ class EMVOS(nn.Module):
         mask = ref.mask.reshape(b, o * 2, nr)
         out = {}
         for branch in self.config.branches:
-            if branch == "sm":
-                affinity = matching.surjective_affinity(ref.keys["sm"], query.keys["sm"])
-                if bijective is not None:
-                    k = bijective.k_first if role == "first" else bijective.k_prev
-                    affinity = (matching.kernel_filter(affinity, query.grid, k) if bijective.kind == "kernel"
-                                else matching.topk_filter(affinity, int(k)))
-            else:
-                affinity = matching.equalized_affinity(ref.keys["em"], query.keys["em"])
-            out[branch] = matching.masked_max(affinity, mask).view(b, o, 2, -1)
+            row_filter = None
+            if branch == "sm" and bijective is not None:
+                k = bijective.k_first if role == "first" else bijective.k_prev
+                row_filter = (partial(matching.kernel_filter, query_size=query.grid, sigma=k)
+                              if bijective.kind == "kernel" else partial(matching.topk_filter, k=int(k)))
+            affinity = matching.surjective_affinity if branch == "sm" else matching.equalized_affinity
+            scores = matching.match_scores(ref.keys[branch], query.keys[branch], mask, affinity, row_filter)
+            out[branch] = scores.view(b, o, 2, -1)
         return out
 
     def decode(self, query: FrameEmbedding, first: dict[str, Tensor], prev: dict[str, Tensor],
