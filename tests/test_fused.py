@@ -11,7 +11,7 @@ from torch import nn
 
 from emvos.model.encoders import build_encoder
 from emvos.model.encoders.efficientnet import SameConv2d
-from emvos.model.fused import ConvAct, _onednn_usable, conv2d_act
+from emvos.model.fused import BatchNormReLU, ConvAct, _onednn_usable, conv2d_act
 
 # (in, out, kernel, stride, padding, groups): a pointwise expansion, a strided 3x3, a depthwise 3x3.
 CONVS = [(16, 48, 1, 1, 0, 1), (8, 12, 3, 2, 1, 1), (24, 24, 3, 1, 1, 24)]
@@ -87,9 +87,26 @@ def test_fused_encoders_give_the_same_features(name: str) -> None:
     fused = copy.deepcopy(encoder)
     fused.fuse()
     fused.fuse()  # a second call changes nothing
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) or name == "densenet121"
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert sum(isinstance(m, ConvAct) for m in fused.modules()) > 0
     x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         for want, got in zip(encoder(x), fused(x.contiguous(memory_format=torch.channels_last)), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_relu_equals_batchnorm_then_relu_on_a_channel_slice(affine: bool) -> None:
+    torch.manual_seed(4)
+    bn = nn.BatchNorm2d(6, affine=affine).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2.0)
+    if affine:
+        nn.init.uniform_(bn.weight, -1, 1)
+        nn.init.uniform_(bn.bias, -1, 1)
+    features = torch.randn(2, 10, 5, 7).contiguous(memory_format=torch.channels_last)
+    x = features[:, :6]  # a view, as a dense block's input is
+    fused = BatchNormReLU(bn)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), F.relu(bn(x.contiguous())))
+    assert fused.state_dict() == {}
