@@ -1,8 +1,8 @@
 """Time the decoder's CPU algorithms against PyTorch's layers at the decoder's sizes.
 
 For each width and level of a 480p frame (stride 4, 8 and 16 of a 480x864 input), two layers are
-timed both ways, alternating, on channels-last input: a ``width -> width`` 3x3 convolution, direct
-and by Winograd F(4x4, 3x3); and the level's two-channel upsampling (x4 at stride 4, x2 above), by
+timed, alternating, on channels-last input: a ``width -> width`` 3x3 convolution, direct and by
+Winograd F(4x4, 3x3) and F(6x6, 3x3); and the level's two-channel upsampling (x4 at stride 4, x2 above), by
 ``nn.ConvTranspose2d`` and by :class:`emvos.model.decoder.FoldConvTranspose2d`. The tables give the
 median times and their ratios. ``emvos.model.decoder.WINOGRAD_MIN_WIDTH`` is set from them on a
 2-core CPU; run it on yours to see where the crossover lies there.
@@ -63,17 +63,19 @@ def main() -> None:
                 weight = torch.randn(width, width, 3, 3, generator=generator) / (3 * width**0.5)
                 bias = torch.randn(width, generator=generator)
                 direct_weight = weight.contiguous(memory_format=torch.channels_last)
-                winograd_weight = transform_weight(weight)
-                direct, winograd = median_ms({"direct": partial(F.conv2d, x, direct_weight, bias, padding=1),
-                                              "winograd": partial(winograd_conv3x3, x, winograd_weight, bias)},
-                                             args.repeats)
-                conv_rows.append(f"| {width} | {h}x{w} | {direct:.1f} | {winograd:.1f} | {winograd / direct:.2f} |")
+                f4, f6 = transform_weight(weight, 4), transform_weight(weight, 6)
+                runs = {"direct": partial(F.conv2d, x, direct_weight, bias, padding=1),
+                        "F(4)": partial(winograd_conv3x3, x, f4, bias), "F(6)": partial(winograd_conv3x3, x, f6, bias)}
+                direct, winograd4, winograd6 = median_ms(runs, args.repeats)
+                conv_rows.append(f"| {width} | {h}x{w} | {direct:.1f} | {winograd4:.1f} | {winograd6:.1f} | "
+                                 f"{winograd4 / direct:.2f} | {winograd6 / direct:.2f} |")
                 up = nn.ConvTranspose2d(width, 2, scale + 2, scale, 1).to(memory_format=torch.channels_last)
                 transposed, folded = median_ms({"transposed": partial(up, x),
                                                 "fold": partial(FoldConvTranspose2d(up), x)}, args.repeats)
                 up_rows.append(f"| {width} | {h}x{w} | x{scale} | {transposed:.1f} | {folded:.1f} | "
                                f"{folded / transposed:.2f} |")
-    print("\n".join(["| width | level | direct ms | Winograd ms | Winograd / direct |", "|---|---|---|---|---|",
+    print("\n".join(["| width | level | direct ms | F(4x4) ms | F(6x6) ms | F(4x4) / direct | F(6x6) / direct |",
+                     "|---|---|---|---|---|---|---|",
                      *conv_rows, "", "| width | level | scale | ConvTranspose2d ms | fold ms | fold / transposed |",
                      "|---|---|---|---|---|---|", *up_rows]))
 

@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3): the same convolution as F.conv2d, and the decoder levels that use it."""
+"""Winograd F(4x4, 3x3) and F(6x6, 3x3): the same convolution as F.conv2d, and the decoder levels that use it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from emvos.model.decoder import Decoder, FoldConvTranspose2d
 from emvos.model.encoders import Features
-from emvos.model.winograd import WinogradConv2d, transform_weight, winograd_conv3x3
+from emvos.model.winograd import OUT_TILES, WinogradConv2d, transform_weight, winograd_conv3x3
 
 
 @pytest.mark.parametrize(("batch", "c_in", "c_out", "size", "chunk"), [
@@ -21,25 +21,33 @@ from emvos.model.winograd import WinogradConv2d, transform_weight, winograd_conv
     (3, 5, 4, (1, 1), 1 << 20),
 ])
 @pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("out_tile", OUT_TILES)
 def test_equals_a_direct_convolution_in_float64(batch: int, c_in: int, c_out: int, size: tuple[int, int],
-                                                chunk: int, bias: bool) -> None:
+                                                chunk: int, bias: bool, out_tile: int) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, c_in, *size, generator=g, dtype=torch.float64)
     w = torch.randn(c_out, c_in, 3, 3, generator=g, dtype=torch.float64)
     b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
-    out = winograd_conv3x3(x, transform_weight(w), b, chunk_elements=chunk)
+    out = winograd_conv3x3(x, transform_weight(w, out_tile), b, chunk_elements=chunk)
     assert out.shape == (batch, c_out, *size) and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, F.conv2d(x, w, b, padding=1), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_float32_rounding_stays_close_to_the_direct_convolution(memory_format: torch.memory_format) -> None:
+@pytest.mark.parametrize(("out_tile", "tolerance"), [(4, 1e-5), (6, 1e-4)])
+def test_float32_rounding_stays_close_to_the_direct_convolution(memory_format: torch.memory_format, out_tile: int,
+                                                                tolerance: float) -> None:
     conv = nn.Conv2d(64, 32, 3, padding=1)
     x = torch.randn(2, 64, 20, 36).contiguous(memory_format=memory_format)
     with torch.no_grad():
         expected = conv(x)
-        got = WinogradConv2d.from_conv(conv)(x)
-    assert (got - expected).abs().max() < 1e-5 * expected.abs().max()
+        got = WinogradConv2d.from_conv(conv, out_tile)(x)
+    assert (got - expected).abs().max() < tolerance * expected.abs().max()
+
+
+def test_unsupported_tile_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="tiles of side 4, 6"):
+        transform_weight(torch.randn(2, 2, 3, 3), out_tile=5)
 
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 5, padding=2),

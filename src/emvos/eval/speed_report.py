@@ -273,7 +273,7 @@ def format_markdown(summary: dict) -> str:
         "frame included).",
         "- **GFLOPs** of a propagated frame from `torch.utils.flop_counter` (matmuls and convolutions, 2 FLOPs "
         "per multiply-add), counted on the unoptimised network: the work of direct convolutions. The "
-        "optimised modes compute the decoder's wide 3x3 convolutions by Winograd F(4x4, 3x3), with "
+        "optimised modes compute the decoder's wide 3x3 convolutions by Winograd F(6x6, 3x3), with "
         "fewer multiplies, so their GFLOP/s are effective rates. **GFLOP/s** = GFLOPs x model fps; "
         "**% of peak** against the best measured "
         "kernel (matmul or channels-last 3x3 conv) of the mode's precision, measured in the same run. The "
