@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from emvos.model.encoders import Encoder, FeatureInfo, Features, register_encoder
+from emvos.runtime import HUGE_PAGES_ENV, MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,3 +63,15 @@ class TinyEncoder(Encoder):
 
 
 register_encoder("tiny-test")(TinyEncoder)
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo, after each test, the environment variables that ``emvos`` commands run in-process set."""
+    for name in (HUGE_PAGES_ENV, MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV):
+        was = os.environ.get(name)
+        monkeypatch.setenv(name, "")  # records the value before the test, restored after it
+        if was is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, was)

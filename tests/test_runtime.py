@@ -36,7 +36,7 @@ print(min(faults() for _ in range(3)))
 
 
 def _run(code: str, **env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k != HUGE_PAGES_ENV}
+    clean = {k: v for k, v in os.environ.items() if k not in (HUGE_PAGES_ENV, MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV)}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                          check=True)
     return out.stdout.split()
