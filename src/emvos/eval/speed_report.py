@@ -286,9 +286,11 @@ def format_markdown(summary: dict) -> str:
         f"- **% pixels = {s['reference_mode']}**: identical pixels with the unoptimised fp32 network on the end-to-end "
         "frames after the first. With random weights the decoder's outputs are nearly tied, so rounding "
         "flips more pixels than it would with trained weights.",
-        "- Modes: `fp32-unopt` = no BatchNorm folding, Winograd decoder convolutions or channels-last; "
-        "`fp32` = the default (all three); `bf16`/`fp16` = autocast; `+compile` = `torch.compile` of the "
-        "encoder and decoder.",
+        "- Modes: `fp32-unopt` = the network as trained, in PyTorch's default memory format; `fp32` = the "
+        "default, a copy prepared for inference: BatchNorm folded into the convolutions, convolutions and "
+        "their ReLUs as one oneDNN call, DenseNet's blocks written into one output, channels-last, and on the "
+        "CPU the wide decoder levels' Winograd convolutions and matrix-product upsampling; `bf16`/`fp16` = "
+        "autocast; `+compile` = `torch.compile` of the encoder and decoder.",
         f"- **Process settings**: {_process_settings(machine)}",
         "",
     ]
