@@ -303,7 +303,8 @@ def format_markdown(summary: dict) -> str:
                   "reference timings where they apply, which come from another run, perhaps on another "
                   "CPU.", ""]
     lines += ["Re-render this page from the run's JSON without measuring again: "
-              "`emvos speed --from-json OUT/speed.json --doc docs/performance.md`.", ""]
+              "`emvos speed --from-json OUT/speed.json --doc FILE`, OUT being the run's `--out` folder and "
+              "FILE this page.", ""]
     if summary["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
     return "\n".join(lines)
