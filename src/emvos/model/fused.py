@@ -18,6 +18,11 @@ from torch import Tensor, nn
 ACTIVATIONS: dict[str, tuple[str, list[float]]] = {"relu": ("relu", []), "relu6": ("hardtanh", [0.0, 6.0])}
 
 
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
 def _onednn_usable(x: Tensor) -> bool:
     """Whether the fused oneDNN primitive can compute this input: float32 on the CPU, no autocast,
     no gradient wanted (the primitive has no backward)."""
@@ -41,8 +46,7 @@ def conv2d_act(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int
     Returns:
         ``(B, C_out, H', W')``.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+    _check_activation(activation)
     if _onednn_usable(x):
         post_op, scalars = ACTIVATIONS[activation]
         return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), [1, 1],
@@ -65,8 +69,7 @@ class ConvAct(nn.Module):
         super().__init__()
         if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"ConvAct needs numeric zero padding and no dilation, got {conv}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        _check_activation(activation)
         self.conv = conv
         self.activation = activation
 
