@@ -109,4 +109,7 @@ def test_batchnorm_relu_equals_batchnorm_then_relu_on_a_channel_slice(affine: bo
     fused = BatchNormReLU(bn)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), F.relu(bn(x.contiguous())))
+        half = fused(x.bfloat16())  # low-precision inputs stay in their dtype, as under autocast
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), F.relu(bn(x.contiguous())), atol=0.05, rtol=0.02)
     assert fused.state_dict() == {}

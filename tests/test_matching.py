@@ -122,7 +122,7 @@ ROW_FILTERS = {"none": None, "kernel": partial(matching.kernel_filter, query_siz
 @pytest.mark.parametrize("chunk", [1 << 20, 40], ids=["one-block", "blocks-of-1-or-2-rows"])
 def test_match_scores_equals_the_whole_pipeline(branch: str, row_filter: str, chunk: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(matching, "MATCH_CHUNK_ELEMENTS", chunk)  # 2 x 4 maps x 15 query pixels: 40 -> 1 row
+    monkeypatch.setitem(matching.MATCH_CHUNK_ELEMENTS, "cpu", chunk)  # 2 x 4 maps x 15 query pixels: 40 -> 1 row
     ref, qry = _rand_keys(2, 8, 11), _rand_keys(2, 8, 15, seed=4)
     if branch == "sm":
         ref, qry = matching.normalize_keys(ref), matching.normalize_keys(qry)
@@ -136,7 +136,7 @@ def test_match_scores_equals_the_whole_pipeline(branch: str, row_filter: str, ch
 
 
 def test_gradients_flow_through_blockwise_matching(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(matching, "MATCH_CHUNK_ELEMENTS", 20)
+    monkeypatch.setitem(matching.MATCH_CHUNK_ELEMENTS, "cpu", 20)
     ref = _rand_keys(1, 4, 6).requires_grad_()
     qry = _rand_keys(1, 4, 5, seed=3).requires_grad_()
     matching.match_scores(ref, qry, torch.rand(1, 2, 6), matching.equalized_affinity).sum().backward()

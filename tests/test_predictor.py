@@ -9,6 +9,7 @@ import torch
 from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
+from emvos.inference.graph import StaticGraph
 from emvos.inference.predictor import VideoPredictor, VideoState
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.decoder import WINOGRAD_MIN_WIDTH
@@ -193,3 +194,39 @@ def test_bf16_autocast_runs_on_cpu(predictor: VideoPredictor) -> None:
     assert pred.step(state, frames[1]).labels.shape == (H, W)
     with pytest.raises(EmvosInputError, match="fp16"):
         VideoPredictor(predictor.model, device="cpu", precision="fp16")
+
+
+def test_the_graphed_frame_path_gives_the_eager_masks() -> None:
+    """The data flow of ``cuda_graphs`` (inputs copied into the graph's buffers, the previous frame
+    read back from its outputs, a new capture when objects are given mid-video), run on the CPU,
+    where :class:`StaticGraph` calls the function instead of replaying a capture."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    eager = VideoPredictor(model, device="cpu", resolution=0)
+    graphed = VideoPredictor(model, device="cpu", resolution=0)
+    graphed.cuda_graphs = True  # the constructor refuses it off CUDA
+    frames = _frames(7, seed=9)
+    masks = {0: _mask({2: (5, 20, 5, 30), 9: (25, 45, 40, 70)}), 4: _mask({5: (30, 44, 2, 20)})}
+    states = {p: p.init_state() for p in (eager, graphed)}
+    graphs = []
+    for i, frame in enumerate(frames):
+        out = {p: p.step(s, frame, masks.get(i)).labels for p, s in states.items()}
+        assert np.array_equal(out[eager], out[graphed]), f"frame {i}"
+        graphs.append(states[graphed].graph)
+    assert graphs[0] is None and graphs[4] is None  # given frames run eagerly and drop the graph
+    assert graphs[1] is graphs[3] is not None and graphs[5] is graphs[6] is not graphs[3]
+    assert not graphs[1].captured
+
+
+def test_cuda_graphs_need_cuda(predictor: VideoPredictor) -> None:
+    with pytest.raises(EmvosInputError, match="CUDA device"):
+        VideoPredictor(predictor.model, device="cpu", cuda_graphs=True)
+
+
+def test_a_static_graph_checks_its_inputs() -> None:
+    graph = StaticGraph(lambda xs: [xs[0] * 2], [torch.ones(2, 3)], torch.device("cpu"))
+    assert torch.equal(graph([torch.full((2, 3), 4.0)])[0], torch.full((2, 3), 8.0))
+    with pytest.raises(ValueError, match=r"captured as torch.float32 \(2, 3\), got torch.float32 \(3, 2\)"):
+        graph([torch.ones(3, 2)])
+    with pytest.raises(ValueError, match="takes 1 inputs"):
+        graph([torch.ones(2, 3), torch.ones(2, 3)])

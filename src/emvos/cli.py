@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    import torch  # the subcommands have imported it by now
+
+    torch.backends.cudnn.benchmark = True  # a video's frames share one shape: cuDNN picks its fastest kernels once
     try:
         return int(args.func(args) or 0)
     except EmvosInputError as exc:

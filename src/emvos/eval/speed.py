@@ -107,13 +107,18 @@ class Mode:
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
         optimize: BatchNorm folding and channels-last on a copy of the network.
         compile: ``torch.compile`` the encoder and decoder.
-        cuda_only: only offered on CUDA devices.
+        graphs: replay each frame from a CUDA graph (CUDA only).
     """
 
     precision: str
     optimize: bool = True
     compile: bool = False
-    cuda_only: bool = False
+    graphs: bool = False
+
+    @property
+    def cuda_only(self) -> bool:
+        """Only offered on CUDA devices: fp16 and CUDA graphs."""
+        return self.precision == "fp16" or self.graphs
 
 
 #: Every mode, in the order they run and are listed.
@@ -123,8 +128,11 @@ MODES: dict[str, Mode] = {
     "bf16": Mode("bf16"),
     "compile": Mode("fp32", compile=True),
     "bf16+compile": Mode("bf16", compile=True),
-    "fp16": Mode("fp16", cuda_only=True),
-    "fp16+compile": Mode("fp16", compile=True, cuda_only=True),
+    "fp16": Mode("fp16"),
+    "fp16+compile": Mode("fp16", compile=True),
+    "graph": Mode("fp32", graphs=True),
+    "bf16+graph": Mode("bf16", graphs=True),
+    "fp16+graph": Mode("fp16", graphs=True),
 }
 #: The mode every other mode's masks are compared with: the plain fp32 network.
 REFERENCE_MODE = "fp32-unopt"
@@ -601,7 +609,8 @@ def modes_for(device: torch.device, requested: Sequence[str] | None) -> list[str
     if unknown:
         raise EmvosInputError(f"--modes: unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
     if device.type != "cuda" and any(MODES[m].cuda_only for m in requested):
-        raise EmvosInputError("--modes: fp16 needs a CUDA device; use bf16 on the CPU")
+        needs = next(m for m in requested if MODES[m].cuda_only)
+        raise EmvosInputError(f"--modes: {needs} needs a CUDA device; on the CPU use fp32, bf16 or compile")
     return [name for name in MODES if name in requested]
 
 
@@ -766,13 +775,15 @@ class SpeedRun:
                    outputs: Path) -> None:
         """Every cell of one mode; the end-to-end PNGs go to ``outputs/<mode>/<cell>``.
 
-        Compiled modes get one more warm-up frame: the first frames of a new shape recompile.
+        Compiled and graphed modes get one more warm-up frame: the first frames of a new shape recompile,
+        and the first propagated frame of a video captures its graph.
         """
         s = self.settings
         mode = MODES[mode_name]
-        cell_settings = replace(s, warmup=s.warmup + 1) if mode.compile else s
+        cell_settings = replace(s, warmup=s.warmup + 1) if mode.compile or mode.graphs else s
         predictor = VideoPredictor(network, device=self.device, resolution=s.resolutions[0],
-                                   precision=mode.precision, optimize=mode.optimize, compile=mode.compile)
+                                   precision=mode.precision, optimize=mode.optimize, compile=mode.compile,
+                                   cuda_graphs=mode.graphs)
         for height in s.resolutions:
             predictor.resolution = height
             for objects in s.objects:
@@ -848,7 +859,7 @@ class SpeedRun:
         davis = self.davis
         mode = MODES[mode_name]
         predictor = VideoPredictor(network, device=self.device, precision=mode.precision, optimize=mode.optimize,
-                                   compile=mode.compile)
+                                   compile=mode.compile, cuda_graphs=mode.graphs)
         results = self.workspace.root / "davis" / key / mode_name
         frames = seconds = 0.0
         for name in davis.sequences:
@@ -905,9 +916,10 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     changes: dict[str, object] = {}
     if args.modes:
         changes["modes"] = tuple(m for m in args.modes.split(",") if m)
-    for option in ("objects", "lengths"):
-        if getattr(args, option):
-            changes[option] = _ints(f"--{option}", getattr(args, option), 1)
+    if args.objects:
+        changes["objects"] = _ints("--objects", args.objects, 1)
+    if args.lengths:
+        changes["lengths"] = () if args.lengths == "none" else _ints("--lengths", args.lengths, 1)
     if args.resolutions:
         changes["resolutions"] = _ints("--resolutions", args.resolutions, 32)
         if any(r % 2 for r in changes["resolutions"]):  # type: ignore[union-attr]
@@ -953,10 +965,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of every part at tiny sizes")
     parser.add_argument("--models", default=None, help="comma-separated: paper, shipped (default: both)")
     parser.add_argument("--modes", default=None, help=f"comma-separated, of {', '.join(MODES)} (default: every "
-                                                      "mode of the device; fp16 needs CUDA)")
+                                                      "mode of the device; fp16 and the graph modes need CUDA)")
     parser.add_argument("--objects", default=None, help="object counts (default 1,3,7)")
     parser.add_argument("--resolutions", default=None, help="frame heights, 16:9 frames (default 480,720,1080)")
-    parser.add_argument("--lengths", default=None, help="frames of the video-length runs (default 100,1000,10000)")
+    parser.add_argument("--lengths", default=None,
+                        help="frames of the video-length runs (default 100,1000,10000; none: no video-length sweep)")
     parser.add_argument("--cell-seconds", type=float, default=None,
                         help="model time each cell aims for (default 5); the main knob of the run time")
     parser.add_argument("--min-frames", type=int, default=None, help="fewest timed frames per cell (default 2)")

@@ -265,7 +265,7 @@ def format_markdown(summary: dict) -> str:
         "",
         "- **Model fps**: `VideoPredictor.step` on synthetic 16:9 frames generated in memory (a panning "
         "texture with moving discs, the first `objects` discs given in frame 0), after "
-        f"{s['warmup']} warm-up frame(s) (one more for compiled modes), over enough frames to fill "
+        f"{s['warmup']} warm-up frame(s) (one more for compiled and graphed modes), over enough frames to fill "
         f"{s['cell_seconds']:g} s "
         f"({s['min_frames']} to {s['max_frames']}).",
         "- **End-to-end fps**: as many frames of the same scene decoded from an mp4 on a background "
@@ -290,7 +290,8 @@ def format_markdown(summary: dict) -> str:
         "default, a copy prepared for inference: BatchNorm folded into the convolutions, convolutions and "
         "their ReLUs as one oneDNN call, DenseNet's blocks written into one output, channels-last, and on the "
         "CPU the wide decoder levels' Winograd convolutions and matrix-product upsampling; `bf16`/`fp16` = "
-        "autocast; `+compile` = `torch.compile` of the encoder and decoder.",
+        "autocast; `+compile` = `torch.compile` of the encoder and decoder; `graph` = `fp32` with each "
+        "propagated frame replayed from a CUDA graph (CUDA only; `bf16+graph`, `fp16+graph` likewise).",
         f"- **Process settings**: {_process_settings(machine)}",
         "",
     ]

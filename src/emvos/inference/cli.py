@@ -38,6 +38,8 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default), or bf16 (CPU/CUDA) / fp16 (CUDA) autocast: faster, slightly less exact")
     parser.add_argument("--compile", action="store_true",
                         help="compile the network with torch.compile (slow first frames, faster after)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="CUDA only: replay each frame's GPU work from a CUDA graph (one launch per frame)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -61,7 +63,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
                  if matching in ("bm-kernel", "bm-topk") else None)
     return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
-                          precision=args.precision, compile=args.compile)
+                          precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -33,6 +33,7 @@ from torch import Tensor
 from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
+from emvos.inference.graph import StaticGraph
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
@@ -88,6 +89,9 @@ class VideoState:
     prev: Reference | None = None
     pending: dict[int, np.ndarray] = field(default_factory=dict)
     next_index: int = 0
+    slot_order: Tensor | None = None  # slot order of the groups' concatenated objects; None: already in order
+    lut: Tensor | None = None  # (1 + O,) uint8: 0 then the user id of each slot
+    graph: StaticGraph | None = None  # the propagated frame's CUDA graph, with --cuda-graphs
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -142,11 +146,14 @@ class VideoPredictor:
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
             freezing, which pre-packs the weights for its convolution kernels).
+        cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
+            video (again whenever objects are given): one launch per frame instead of about a thousand,
+            the same kernels and results. The capture costs about three frames' time.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
-                 compile: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
                                   f"the {model.config.matching} branch; use a model trained with sm")
@@ -157,6 +164,10 @@ class VideoPredictor:
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise EmvosInputError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+        if cuda_graphs and self.device.type != "cuda":
+            raise EmvosInputError(f"--cuda-graphs needs a CUDA device, not {self.device}; leave it out on the CPU")
+        if cuda_graphs and compile:
+            raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
         if optimize or compile:  # the caller's network is left as it is
             model = copy.deepcopy(model)
@@ -176,6 +187,7 @@ class VideoPredictor:
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.resolution = resolution
         self.bijective = bijective
+        self.cuda_graphs = cuda_graphs
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -235,38 +247,87 @@ class VideoPredictor:
         if not state.object_ids and not given_ids:
             return FramePrediction(index, np.zeros(size, np.uint8), ())
 
-        geo = state.geometry
-        x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            query = self.model.embed(geo.image(x).contiguous(memory_format=self.memory_format))
-            probs = self._predict(state, query)  # (O, 2, H'', W'') for the tracked objects
+        pixels = torch.from_numpy(frame)
         if given_ids:
-            probs = self._add_given(state, query, geo.mask(torch.from_numpy(given).to(self.device)[None, None]
-                                                           .float())[0, 0], given_ids, probs)
+            labels = self._step_given(state, pixels.to(self.device), given, given_ids)
+            labels = np.where(given != 0, given, labels.cpu().numpy())
+        elif self.cuda_graphs:
+            labels = self._step_graphed(state, pixels).cpu().numpy()
+        else:
+            labels, state.prev = self._track(state, pixels.to(self.device), state.prev)
+            labels = labels.cpu().numpy()
+        return FramePrediction(index, labels, tuple(state.object_ids))
 
+    def _embed(self, state: VideoState, pixels: Tensor) -> FrameEmbedding:
+        """Encode a ``(H, W, 3) uint8`` frame on the device at the video's working geometry."""
+        x = pixels.permute(2, 0, 1)[None].float().div_(255)
+        with self._autocast():
+            return self.model.embed(state.geometry.image(x).contiguous(memory_format=self.memory_format))
+
+    def _autocast(self) -> torch.autocast:
+        # No cast cache: it would keep fp16/bf16 copies of the weights across a captured graph's boundary.
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None,
+                              cache_enabled=False)
+
+    def _track(self, state: VideoState, pixels: Tensor, prev: Reference) -> tuple[Tensor, Reference]:
+        """Propagate the tracked objects to a frame with no given mask.
+
+        Args:
+            pixels: ``(H, W, 3) uint8`` frame on the device.
+            prev: the previous frame's reference.
+
+        Returns:
+            ``(H, W) uint8`` labels on the device, and the frame's reference for the next frame.
+        """
+        query = self._embed(state, pixels)
+        return self._finish(state, query, self._predict(state, query, prev))
+
+    def _step_given(self, state: VideoState, pixels: Tensor, given: np.ndarray, given_ids: list[int]) -> Tensor:
+        """A frame with a given mask: track the other objects, register the given ones; ``(H, W) uint8`` labels."""
+        query = self._embed(state, pixels)
+        probs = self._predict(state, query, state.prev)
+        given_map = state.geometry.mask(torch.from_numpy(given).to(self.device)[None, None].float())[0, 0]
+        probs = self._add_given(state, query, given_map, given_ids, probs)
+        labels, state.prev = self._finish(state, query, probs)
+        return labels
+
+    def _step_graphed(self, state: VideoState, pixels: Tensor) -> Tensor:
+        """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
+        branches = list(state.prev.keys)
+
+        def as_reference(tensors: list[Tensor]) -> Reference:  # graph inputs/outputs: mask, then keys
+            return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
+
+        if state.graph is None:
+            def track(inputs: list[Tensor]) -> list[Tensor]:
+                labels, ref = self._track(state, inputs[0], as_reference(inputs[1:]))
+                return [labels, ref.mask, *ref.keys.values()]
+
+            state.graph = StaticGraph(track, [pixels, state.prev.mask, *state.prev.keys.values()], self.device)
+        outputs = state.graph([pixels, state.prev.mask, *state.prev.keys.values()])
+        state.prev = as_reference(outputs[1:])  # the graph's buffers, copied in at the next frame
+        return outputs[0]
+
+    def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor) -> tuple[Tensor, Reference]:
+        """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference."""
         agg = aggregate(probs)  # (O + 1, H'', W'')
         fg = agg[1:]
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
-        state.prev = Reference(query.keys, prev_mask.flatten(2)[None])
-
-        lut = torch.tensor([0, *state.object_ids], dtype=torch.uint8, device=agg.device)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
-        labels = lut[geo.restore(agg[None])[0].max(dim=0).indices].cpu().numpy()
-        if given is not None:
-            labels = np.where(given != 0, given, labels)
-        return FramePrediction(index, labels, tuple(state.object_ids))
+        labels = state.lut[state.geometry.restore(agg[None])[0].max(dim=0).indices]
+        return labels, Reference(query.keys, prev_mask.flatten(2)[None])
 
-    def _predict(self, state: VideoState, query: FrameEmbedding) -> Tensor | None:
+    def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
         if not state.object_ids:
             return None
-        first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
-        slot_of = {oid: i for i, oid in enumerate(state.object_ids)}
-        order = [slot_of[oid] for g in state.groups for oid in g.object_ids]
-        inverse = torch.argsort(torch.tensor(order, device=self.device))
-        first = {b: torch.cat([p[b] for p in first_parts], dim=1)[:, inverse] for b in first_parts[0]}
-        prev = self.model.match(query, state.prev, "prev", self.bijective)
-        logits = self.model.decode(query, first, prev, state.prev.mask)
+        with self._autocast():
+            first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
+            first = {b: torch.cat([p[b] for p in first_parts], dim=1) for b in first_parts[0]}
+            if state.slot_order is not None:
+                first = {b: scores[:, state.slot_order] for b, scores in first.items()}
+            matched = self.model.match(query, prev, "prev", self.bijective)
+            logits = self.model.decode(query, first, matched, prev.mask)
         return F.softmax(logits[0].float(), dim=1)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
@@ -291,4 +352,10 @@ class VideoPredictor:
             else:
                 state.object_ids.append(oid)
                 rows.append(one_hot[j])
+        slot_of = {oid: i for i, oid in enumerate(state.object_ids)}
+        order = [slot_of[oid] for g in state.groups for oid in g.object_ids]  # slot of each group row
+        state.slot_order = (None if order == sorted(order)
+                            else torch.argsort(torch.tensor(order, device=self.device)))
+        state.lut = torch.tensor([0, *state.object_ids], dtype=torch.uint8, device=self.device)
+        state.graph = None  # the objects or their references changed: capture again
         return torch.stack(rows)

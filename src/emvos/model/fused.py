@@ -112,5 +112,8 @@ class BatchNormReLU(nn.Module):
         self.register_buffer("shift", shift.view(1, -1, 1, 1).clone(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``, in ``x``'s memory format; ``x`` may be a channel slice."""
-        return torch.addcmul(self.shift, x, self.scale).clamp_min_(0)
+        """``(B, C, H, W) -> (B, C, H, W)``, in ``x``'s memory format and dtype; ``x`` may be a channel slice.
+
+        Under fp16/bf16 autocast the result keeps ``x``'s dtype, as BatchNorm's would.
+        """
+        return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype)).clamp_min_(0)

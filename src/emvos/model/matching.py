@@ -32,8 +32,9 @@ from torch import Tensor
 #: are taken in blocks whose product stays in the CPU's cache (4 MiB in float32), about 4x faster
 #: at 480p than materialising the whole ``(B, M, Nr, Nq)`` product, with identical results.
 MASKED_MAX_CHUNK_ELEMENTS = 1 << 20
-#: Elements of each temporary ``(B, M, rows, Nq)`` product in :func:`match_scores` (4 MiB in float32).
-MATCH_CHUNK_ELEMENTS = 1 << 20
+#: Elements of each temporary ``(B, M, rows, Nq)`` product in :func:`match_scores`: on the CPU 4 MiB in
+#: float32, to stay in cache; on a GPU 256 MiB, to bound memory with few launches (one block at 480p).
+MATCH_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
 
 
 def normalize_keys(keys: Tensor) -> Tensor:
@@ -162,7 +163,8 @@ def match_scores(ref_keys: Tensor, query_keys: Tensor, ref_mask: Tensor,
     """
     b, _, nr = ref_keys.shape
     m, nq = ref_mask.shape[1], query_keys.shape[2]
-    rows = max(1, MATCH_CHUNK_ELEMENTS // max(1, b * m * nq))
+    chunk = MATCH_CHUNK_ELEMENTS.get(ref_keys.device.type, MATCH_CHUNK_ELEMENTS["cpu"])
+    rows = max(1, chunk // max(1, b * m * nq))
     scores = None
     for r0 in range(0, nr, rows):
         block = affinity(ref_keys[:, :, r0:r0 + rows], query_keys)  # (B, rows, Nq)
