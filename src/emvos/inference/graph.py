@@ -48,7 +48,8 @@ class StaticGraph:
                     fn(self.inputs)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # Only this thread's calls are checked: the frame reader and the PNG writers run beside it.
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.outputs = fn(self.inputs)
 
     @property
