@@ -218,6 +218,46 @@ def test_the_graphed_frame_path_gives_the_eager_masks() -> None:
     assert not graphs[1].captured
 
 
+@pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graph-data-flow"])
+def test_lookahead_encodes_frames_together_with_the_same_masks(graphed: bool) -> None:
+    """Frames read ahead and encoded as one batch, with objects given mid-chunk, frames before the
+    first object in a chunk, and a last chunk shorter than the others."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    with torch.no_grad():  # decisive logits: near-ties would flip on the batch's different rounding
+        for p in model.decoder.parameters():
+            p.mul_(3)
+    frames = _frames(9, seed=10)
+    masks = {2: _mask({2: (5, 20, 5, 30)}), 4: _mask({6: (25, 45, 40, 70)})}
+    outputs = {}
+    for lookahead in (1, 3):
+        pred = VideoPredictor(model, device="cpu", resolution=0, lookahead=lookahead)
+        pred.cuda_graphs = graphed
+        state = pred.init_state(frames)
+        for index, mask in masks.items():
+            pred.add_mask(state, index, mask)
+        outputs[lookahead] = list(pred.propagate(state))
+        if graphed:
+            assert sorted(state.embed_graphs) == sorted({1, 3} if lookahead == 3 else {1})
+    assert [p.index for p in outputs[3]] == list(range(9))
+    assert [p.object_ids for p in outputs[3]] == [p.object_ids for p in outputs[1]]
+    assert outputs[3][1].object_ids == () and outputs[3][4].object_ids == (2, 6)
+    for a, b in zip(outputs[1], outputs[3], strict=True):
+        assert np.array_equal(a.labels, b.labels), a.index
+
+
+def test_step_many_checks_its_inputs(predictor: VideoPredictor) -> None:
+    state = predictor.init_state()
+    with pytest.raises(ValueError, match="2 frames but 1 masks"):
+        predictor.step_many(state, _frames(2), [None])
+    frames = [*_frames(1), np.zeros((H + 2, W, 3), np.uint8)]
+    with pytest.raises(ValueError, match=r"frame 1: frame \(50, 80\)"):
+        predictor.step_many(state, frames, [_mask({1: (0, 9, 0, 9)}), None])
+    assert state.next_index == 0 and not state.object_ids  # nothing was half-done
+    with pytest.raises(EmvosInputError, match="at least 1 frame"):
+        VideoPredictor(predictor.model, device="cpu", lookahead=0)
+
+
 def test_cuda_graphs_need_cuda(predictor: VideoPredictor) -> None:
     with pytest.raises(EmvosInputError, match="CUDA device"):
         VideoPredictor(predictor.model, device="cpu", cuda_graphs=True)

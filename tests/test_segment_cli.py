@@ -74,7 +74,8 @@ def test_schoolgirls_seven_objects(davis2017_sample_root: Path, tmp_path: Path, 
     assert not list(tmp_path.rglob("*.tmp*"))
 
 
-def test_generated_mp4_with_an_object_appearing_later(tmp_path: Path, checkpoint: Path) -> None:
+@pytest.mark.parametrize("lookahead", [1, 4])
+def test_generated_mp4_with_an_object_appearing_later(tmp_path: Path, checkpoint: Path, lookahead: int) -> None:
     video = tmp_path / "clip.mp4"
     with av.open(str(video), "w") as container:
         stream = container.add_stream("libx264", rate=24)
@@ -91,7 +92,7 @@ def test_generated_mp4_with_an_object_appearing_later(tmp_path: Path, checkpoint
     _mask(masks / "00000.png", {2: (5, 20, 5, 30)})
     _mask(masks / "00003.png", {9: (30, 45, 40, 60)})
     out = tmp_path / "out"
-    assert _segment(video, "--mask", masks, "--out", out, "--checkpoint", checkpoint) == 0
+    assert _segment(video, "--mask", masks, "--out", out, "--checkpoint", checkpoint, "--lookahead", lookahead) == 0
     labels = [np.asarray(Image.open(out / f"{i:05d}.png")) for i in range(6)]
     assert labels[0].shape == (H, W)
     assert 9 not in labels[2] and (labels[3][30:45, 40:60] == 9).all()
@@ -138,12 +139,14 @@ def _bad_input_cases(tmp: Path, checkpoint: Path) -> dict[str, tuple[list[object
         "missing checkpoint": ([frames, "--mask", good, "--out", tmp / "o9", "--checkpoint", tmp / "x.pt"], "x.pt"),
         "output is a file": ([frames, "--mask", good, "--out", a_file, *ck], "a_file"),
         "wrong matching": ([frames, "--mask", good, "--out", tmp / "o10", *ck, "--matching", "em"], "--matching"),
+        "no lookahead": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--lookahead", 0], "--lookahead"),
         "k without bm": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--k1", "4"], "--matching"),
     }
 
 
 CASES = ["missing input", "empty input", "corrupt frame", "size mismatch", "no object", "rgb mask", "16-bit mask",
-         "unknown checkpoint", "missing checkpoint", "output is a file", "wrong matching", "k without bm"]
+         "unknown checkpoint", "missing checkpoint", "output is a file", "wrong matching", "k without bm",
+         "no lookahead"]
 
 
 @pytest.mark.parametrize("case", CASES)

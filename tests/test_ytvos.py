@@ -145,9 +145,14 @@ class _CopyPredictor:
     """A perfect tracker of static objects: each frame's labels are the last ones with the given mask pasted on."""
 
     device = torch.device("cpu")
+    lookahead = 3  # chunks that straddle the annotated frames
 
     def __init__(self) -> None:
         self.states: list[_CopyState] = []
+
+    def step_many(self, state: _CopyState, images: list[np.ndarray],
+                  masks: list[np.ndarray | None]) -> list[FramePrediction]:
+        return [self.step(state, image, mask) for image, mask in zip(images, masks, strict=True)]
 
     def init_state(self) -> _CopyState:
         self.states.append(_CopyState())

@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this computer only; the app has no login)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on; 0 picks a free one (default 7860)")
-    add_inference_options(parser)
+    add_inference_options(parser, lookahead=False)
     parser.set_defaults(func=run)
 
 

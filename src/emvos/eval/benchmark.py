@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import os
 import resource
@@ -66,23 +67,28 @@ def _sync(device: torch.device) -> None:
 def segment_sequence(
     predictor: VideoPredictor, frames_dir: Path, mask_path: Path, out_dir: Path, max_frames: int | None = None
 ) -> SequenceTiming:
-    """Segment one DAVIS sequence from its first-frame mask and write its PNGs into ``out_dir``."""
+    """Segment one DAVIS sequence from its first-frame mask and write its PNGs into ``out_dir``.
+
+    Frames go to the predictor in chunks of its ``lookahead``; model time is the time in
+    :meth:`VideoPredictor.step_many`.
+    """
     start = time.perf_counter()
     frames = open_frames(frames_dir)
     mask = read_mask(mask_path)
     state = predictor.init_state()
     model_seconds = 0.0
     count = 0
+    reader = itertools.islice(frames, max_frames)
     with LabelWriter(out_dir, mask.palette, mask.mode) as writer:
-        for frame in frames:
-            if max_frames is not None and count >= max_frames:
-                break
+        while chunk := list(itertools.islice(reader, predictor.lookahead)):
             t0 = time.perf_counter()
-            pred = predictor.step(state, frame.image, mask.labels if frame.index == 0 else None)
+            preds = predictor.step_many(state, [f.image for f in chunk],
+                                        [mask.labels if f.index == 0 else None for f in chunk])
             _sync(predictor.device)
             model_seconds += time.perf_counter() - t0
-            writer.write(frame.name, pred.labels)
-            count += 1
+            for frame, pred in zip(chunk, preds, strict=True):
+                writer.write(frame.name, pred.labels)
+            count += len(chunk)
     return SequenceTiming(frames_dir.name, count, len(mask.object_ids), model_seconds, time.perf_counter() - start)
 
 

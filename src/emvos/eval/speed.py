@@ -108,12 +108,14 @@ class Mode:
         optimize: BatchNorm folding and channels-last on a copy of the network.
         compile: ``torch.compile`` the encoder and decoder.
         graphs: replay each frame from a CUDA graph (CUDA only).
+        lookahead: frames encoded together (:meth:`VideoPredictor.step_many`).
     """
 
     precision: str
     optimize: bool = True
     compile: bool = False
     graphs: bool = False
+    lookahead: int = 1
 
     @property
     def cuda_only(self) -> bool:
@@ -121,6 +123,8 @@ class Mode:
         return self.precision == "fp16" or self.graphs
 
 
+#: Frames the ``+lookahead`` modes encode together.
+LOOKAHEAD_FRAMES = 8
 #: Every mode, in the order they run and are listed.
 MODES: dict[str, Mode] = {
     "fp32-unopt": Mode("fp32", optimize=False),
@@ -133,6 +137,8 @@ MODES: dict[str, Mode] = {
     "graph": Mode("fp32", graphs=True),
     "bf16+graph": Mode("bf16", graphs=True),
     "fp16+graph": Mode("fp16", graphs=True),
+    "graph+lookahead": Mode("fp32", graphs=True, lookahead=LOOKAHEAD_FRAMES),
+    "fp16+graph+lookahead": Mode("fp16", graphs=True, lookahead=LOOKAHEAD_FRAMES),
 }
 #: The mode every other mode's masks are compared with: the plain fp32 network.
 REFERENCE_MODE = "fp32-unopt"
@@ -490,30 +496,29 @@ class ModelTiming:
 
 
 def time_model(predictor: VideoPredictor, scene: SyntheticVideo, objects: int, settings: SweepSettings) -> ModelTiming:
-    """Time :meth:`VideoPredictor.step` on in-memory frames; frame generation is not timed.
+    """Time :meth:`VideoPredictor.step_many` on in-memory frames; frame generation is not timed.
 
-    Frame 0 gets the mask of ``objects`` objects; ``settings.warmup`` frames follow untimed, and the
+    Frame 0 gets the mask of ``objects`` objects; the frames that follow go in chunks of the
+    predictor's ``lookahead`` (1: frame by frame). ``settings.warmup`` chunks run untimed, and the
     last of them sets how many frames fill ``settings.cell_seconds``.
     """
     state = predictor.init_state()
     predictor.step(state, scene.frame(0), scene.first_mask(objects))
+    chunk = predictor.lookahead
+
+    def run_chunk() -> float:
+        images = [scene.frame(state.next_index + i) for i in range(chunk)]
+        t0 = time.perf_counter()
+        predictor.step_many(state, images)
+        _sync(predictor.device)
+        return time.perf_counter() - t0
+
     last = math.inf
-    for index in range(1, settings.warmup + 1):
-        image = scene.frame(index)
-        t0 = time.perf_counter()
-        predictor.step(state, image)
-        _sync(predictor.device)
-        last = time.perf_counter() - t0
+    for _ in range(settings.warmup):
+        last = run_chunk() / chunk
     wanted = math.ceil(settings.cell_seconds / last) if last > 0 else settings.max_frames
-    frames = min(max(wanted, settings.min_frames), settings.max_frames)
-    seconds = 0.0
-    for index in range(settings.warmup + 1, settings.warmup + 1 + frames):
-        image = scene.frame(index)
-        t0 = time.perf_counter()
-        predictor.step(state, image)
-        _sync(predictor.device)
-        seconds += time.perf_counter() - t0
-    return ModelTiming(frames, seconds)
+    chunks = math.ceil(min(max(wanted, settings.min_frames), settings.max_frames) / chunk)
+    return ModelTiming(chunks * chunk, sum(run_chunk() for _ in range(chunks)))
 
 
 def mask_agreement(reference: Path, other: Path) -> tuple[float | None, int]:
@@ -783,7 +788,7 @@ class SpeedRun:
         cell_settings = replace(s, warmup=s.warmup + 1) if mode.compile or mode.graphs else s
         predictor = VideoPredictor(network, device=self.device, resolution=s.resolutions[0],
                                    precision=mode.precision, optimize=mode.optimize, compile=mode.compile,
-                                   cuda_graphs=mode.graphs)
+                                   cuda_graphs=mode.graphs, lookahead=mode.lookahead)
         for height in s.resolutions:
             predictor.resolution = height
             for objects in s.objects:
@@ -859,7 +864,7 @@ class SpeedRun:
         davis = self.davis
         mode = MODES[mode_name]
         predictor = VideoPredictor(network, device=self.device, precision=mode.precision, optimize=mode.optimize,
-                                   compile=mode.compile, cuda_graphs=mode.graphs)
+                                   compile=mode.compile, cuda_graphs=mode.graphs, lookahead=mode.lookahead)
         results = self.workspace.root / "davis" / key / mode_name
         frames = seconds = 0.0
         for name in davis.sequences:

@@ -38,6 +38,7 @@ and writes ``OUT/ytvos.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -239,18 +240,20 @@ def segment_video(predictor: VideoPredictor, video: YTVOSVideo, out_dir: Path) -
     state = predictor.init_state()
     model_seconds = 0.0
     count = written = 0
+    reader = iter(frames)
     with LabelWriter(out_dir, given.palette, given.mode) as writer:
-        for frame in frames:
-            mask = given.masks.get(frame.name)
+        while chunk := list(itertools.islice(reader, predictor.lookahead)):
             t0 = time.perf_counter()
-            pred = predictor.step(state, frame.image, mask)
-            if state.object_ids:
+            preds = predictor.step_many(state, [f.image for f in chunk], [given.masks.get(f.name) for f in chunk])
+            tracked = sum(1 for pred in preds if pred.object_ids)
+            if tracked:  # frames before the first object cost nothing and are not counted
                 _sync(predictor.device)
                 model_seconds += time.perf_counter() - t0
-                count += 1
-            if frame.name in listed:
-                writer.write(frame.name, pred.labels)
-                written += 1
+                count += tracked
+            for frame, pred in zip(chunk, preds, strict=True):
+                if frame.name in listed:
+                    writer.write(frame.name, pred.labels)
+                    written += 1
     return VideoTiming(video.name, count, written, len(given.object_ids), model_seconds,
                        time.perf_counter() - start)
 

@@ -30,7 +30,8 @@ class StaticGraph:
 
     Args:
         fn: maps a list of tensors to a list of tensors of shapes fixed by the inputs', with no
-            host synchronisation (no ``.item()``, no tensors made from Python values on the device).
+            host synchronisation (no ``.item()``, no tensors made from Python values on the device);
+            its outputs must not be views of its inputs.
         inputs: example inputs: they set the shapes and dtypes of every call's inputs, and the device.
     """
 
@@ -51,6 +52,10 @@ class StaticGraph:
             # Only this thread's calls are checked: the frame reader and the PNG writers run beside it.
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.outputs = fn(self.inputs)
+            owned = {t.untyped_storage().data_ptr() for t in self.inputs}
+            if any(t.untyped_storage().data_ptr() in owned for t in self.outputs):
+                raise ValueError("a graph's outputs must not share memory with its inputs: the next call's "
+                                 "inputs would overwrite them; return copies")
 
     @property
     def captured(self) -> bool:

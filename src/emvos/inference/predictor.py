@@ -20,7 +20,8 @@ Example::
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class VideoState:
     slot_order: Tensor | None = None  # slot order of the groups' concatenated objects; None: already in order
     lut: Tensor | None = None  # (1 + O,) uint8: 0 then the user id of each slot
     graph: StaticGraph | None = None  # the propagated frame's CUDA graph, with --cuda-graphs
+    embed_graphs: dict[int, StaticGraph] = field(default_factory=dict)  # the encoder's, per number of frames
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -109,6 +111,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
+    """An embedding as a flat list of tensors: its three decoder maps, then its keys in branch order."""
+    return [*embedding.shared, *embedding.keys.values()]
+
+
+def _embedding_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> FrameEmbedding:
+    """The inverse of :func:`_embedding_tensors` (the stride-16 grid is the first map's size)."""
+    shared = (tensors[0], tensors[1], tensors[2])
+    return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), tuple(tensors[0].shape[-2:]))
+
+
+def _own_keys(embedding: FrameEmbedding) -> dict[str, Tensor]:
+    """The embedding's keys in memory of their own: a reference outlives the batch or graph buffers they view."""
+    return {branch: keys.clone() for branch, keys in embedding.keys.items()}
 
 
 def _as_labels(mask: MaskLike) -> np.ndarray:
@@ -149,11 +167,14 @@ class VideoPredictor:
         cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
             video (again whenever objects are given): one launch per frame instead of about a thousand,
             the same kernels and results. The capture costs about three frames' time.
+        lookahead: frames :meth:`propagate` reads ahead and encodes as one batch (see
+            :meth:`step_many`). On a GPU, one frame of a video leaves most of it idle; a batch of
+            frames fills it. Memory grows with it; results are the same (up to float rounding).
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
-                 compile: bool = False, cuda_graphs: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
                                   f"the {model.config.matching} branch; use a model trained with sm")
@@ -166,6 +187,8 @@ class VideoPredictor:
             raise EmvosInputError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         if cuda_graphs and self.device.type != "cuda":
             raise EmvosInputError(f"--cuda-graphs needs a CUDA device, not {self.device}; leave it out on the CPU")
+        if lookahead < 1:
+            raise EmvosInputError(f"--lookahead must be at least 1 frame, got {lookahead}")
         if cuda_graphs and compile:
             raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
@@ -188,6 +211,7 @@ class VideoPredictor:
         self.resolution = resolution
         self.bijective = bijective
         self.cuda_graphs = cuda_graphs
+        self.lookahead = lookahead
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -215,13 +239,17 @@ class VideoPredictor:
 
     # -- inference ------------------------------------------------------------------------------
     def propagate(self, state: VideoState) -> Iterator[FramePrediction]:
-        """Segment the state's frames in order, applying masks added with :meth:`add_mask`."""
+        """Segment the state's frames in order, applying masks added with :meth:`add_mask`.
+
+        Frames are read :attr:`lookahead` at a time (see :meth:`step_many`).
+        """
         if state.frames is None:
             raise ValueError("this state has no frames; pass them to init_state(frames)")
-        for image in state.frames:
-            yield self.step(state, image, state.pending.pop(state.next_index, None))
+        frames = iter(state.frames)
+        while chunk := list(itertools.islice(frames, self.lookahead)):
+            masks = [state.pending.pop(state.next_index + i, None) for i in range(len(chunk))]
+            yield from self.step_many(state, chunk, masks)
 
-    @torch.inference_mode()
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
 
@@ -233,80 +261,127 @@ class VideoPredictor:
         Returns:
             The frame's labels, with the given mask's objects exactly as given.
         """
-        index = state.next_index
-        state.next_index += 1
-        frame = _as_image(image)
-        given = None if mask is None else _as_labels(mask)
-        size = frame.shape[:2]
-        if state.geometry is None:
-            state.geometry = Geometry.for_frames(size, self.resolution, self.model.stride)
-        if size != state.geometry.size or (given is not None and given.shape != size):
-            raise ValueError(f"frame {index}: frame {size} / mask {None if given is None else given.shape} "
-                             f"differ from the video's size {state.geometry.size}")
-        given_ids = [] if given is None else [int(i) for i in np.unique(given) if i != 0]
-        if not state.object_ids and not given_ids:
-            return FramePrediction(index, np.zeros(size, np.uint8), ())
+        return self.step_many(state, [image], [mask])[0]
 
-        pixels = torch.from_numpy(frame)
-        if given_ids:
-            labels = self._step_given(state, pixels.to(self.device), given, given_ids)
-            labels = np.where(given != 0, given, labels.cpu().numpy())
-        elif self.cuda_graphs:
-            labels = self._step_graphed(state, pixels).cpu().numpy()
-        else:
-            labels, state.prev = self._track(state, pixels.to(self.device), state.prev)
-            labels = labels.cpu().numpy()
-        return FramePrediction(index, labels, tuple(state.object_ids))
+    @torch.inference_mode()
+    def step_many(self, state: VideoState, images: Sequence[ImageLike],
+                  masks: Sequence[MaskLike | None] | None = None) -> list[FramePrediction]:
+        """Segment the next ``len(images)`` frames of the video, in order.
 
-    def _embed(self, state: VideoState, pixels: Tensor) -> FrameEmbedding:
-        """Encode a ``(H, W, 3) uint8`` frame on the device at the video's working geometry."""
-        x = pixels.permute(2, 0, 1)[None].float().div_(255)
-        with self._autocast():
-            return self.model.embed(state.geometry.image(x).contiguous(memory_format=self.memory_format))
+        What does not depend on masks (the encoder, the key projections and the decoder's
+        object-independent part) runs on the frames as one batch; matching and decoding then go
+        frame by frame, each from the previous frame's prediction. The results are those of
+        :meth:`step` on each frame (up to float rounding).
+
+        Args:
+            state: the video's state (updated in place).
+            images: ``(H, W, 3) uint8`` RGB frames (or PIL images).
+            masks: for each frame, ``(H, W)`` object ids given at that frame, or ``None``.
+
+        Returns:
+            One prediction per frame; given masks' objects exactly as given.
+
+        Raises:
+            ValueError: a frame or mask of another size than the video's, or ``masks`` of another length.
+        """
+        masks = [None] * len(images) if masks is None else list(masks)
+        if len(masks) != len(images):
+            raise ValueError(f"{len(images)} frames but {len(masks)} masks; pass one mask or None per frame")
+        frames = [_as_image(image) for image in images]
+        givens = [None if mask is None else _as_labels(mask) for mask in masks]
+        for i, (frame, given) in enumerate(zip(frames, givens, strict=True)):
+            size = frame.shape[:2]
+            if state.geometry is None:
+                state.geometry = Geometry.for_frames(size, self.resolution, self.model.stride)
+            if size != state.geometry.size or (given is not None and given.shape != size):
+                raise ValueError(f"frame {state.next_index + i}: frame {size} / mask "
+                                 f"{None if given is None else given.shape} differ from the video's size "
+                                 f"{state.geometry.size}")
+        given_ids = [[] if given is None else [int(i) for i in np.unique(given) if i != 0] for given in givens]
+        # Frames before the first object need no work; all from the first given object on do.
+        first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
+        predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
+                       for i in range(first)]
+        state.next_index += first
+        queries = self._embed_many(state, frames[first:]) if first < len(frames) else []
+        for query, given, ids in zip(queries, givens[first:], given_ids[first:], strict=True):
+            if ids:
+                labels = np.where(given != 0, given, self._step_given(state, query, given, ids).cpu().numpy())
+            elif self.cuda_graphs:
+                labels = self._step_graphed(state, query).cpu().numpy()
+            else:
+                labels, state.prev = self._track(state, query, state.prev)
+                labels = labels.cpu().numpy()
+            predictions.append(FramePrediction(state.next_index, labels, tuple(state.object_ids)))
+            state.next_index += 1
+        return predictions
 
     def _autocast(self) -> torch.autocast:
         # No cast cache: it would keep fp16/bf16 copies of the weights across a captured graph's boundary.
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None,
                               cache_enabled=False)
 
-    def _track(self, state: VideoState, pixels: Tensor, prev: Reference) -> tuple[Tensor, Reference]:
+    def _embed_many(self, state: VideoState, frames: list[np.ndarray]) -> list[FrameEmbedding]:
+        """Encode ``K`` frames as one batch; with CUDA graphs, replayed from the video's graph for ``K`` frames.
+
+        Returns:
+            One embedding per frame (views of the batch's tensors, or of the graph's output buffers,
+            valid until the next call).
+        """
+        pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
+        if not self.cuda_graphs:
+            batch = self._embed(state, pixels.to(self.device))
+        else:
+            graph = state.embed_graphs.get(len(frames))
+            if graph is None:
+                graph = state.embed_graphs[len(frames)] = StaticGraph(
+                    lambda inputs: _embedding_tensors(self._embed(state, inputs[0])), [pixels], self.device)
+            batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
+        return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
+                               batch.grid) for i in range(len(frames))]
+
+    def _embed(self, state: VideoState, pixels: Tensor) -> FrameEmbedding:
+        """Encode ``(K, H, W, 3) uint8`` frames on the device at the video's working geometry."""
+        x = pixels.permute(0, 3, 1, 2).float().div_(255)
+        with self._autocast():
+            return self.model.embed(state.geometry.image(x).contiguous(memory_format=self.memory_format))
+
+    def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
 
         Args:
-            pixels: ``(H, W, 3) uint8`` frame on the device.
+            query: the frame's embedding.
             prev: the previous frame's reference.
 
         Returns:
             ``(H, W) uint8`` labels on the device, and the frame's reference for the next frame.
         """
-        query = self._embed(state, pixels)
         return self._finish(state, query, self._predict(state, query, prev))
 
-    def _step_given(self, state: VideoState, pixels: Tensor, given: np.ndarray, given_ids: list[int]) -> Tensor:
+    def _step_given(self, state: VideoState, query: FrameEmbedding, given: np.ndarray, given_ids: list[int]) -> Tensor:
         """A frame with a given mask: track the other objects, register the given ones; ``(H, W) uint8`` labels."""
-        query = self._embed(state, pixels)
         probs = self._predict(state, query, state.prev)
         given_map = state.geometry.mask(torch.from_numpy(given).to(self.device)[None, None].float())[0, 0]
         probs = self._add_given(state, query, given_map, given_ids, probs)
         labels, state.prev = self._finish(state, query, probs)
         return labels
 
-    def _step_graphed(self, state: VideoState, pixels: Tensor) -> Tensor:
+    def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
         branches = list(state.prev.keys)
-
-        def as_reference(tensors: list[Tensor]) -> Reference:  # graph inputs/outputs: mask, then keys
-            return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
-
+        inputs = [*_embedding_tensors(query), state.prev.mask, *state.prev.keys.values()]
         if state.graph is None:
-            def track(inputs: list[Tensor]) -> list[Tensor]:
-                labels, ref = self._track(state, inputs[0], as_reference(inputs[1:]))
+            def track(tensors: list[Tensor]) -> list[Tensor]:
+                q = _embedding_from_tensors(tensors[:3 + len(branches)], branches)
+                prev = Reference(dict(zip(branches, tensors[4 + len(branches):], strict=True)),
+                                 tensors[3 + len(branches)])
+                labels, ref = self._track(state, q, prev)
                 return [labels, ref.mask, *ref.keys.values()]
 
-            state.graph = StaticGraph(track, [pixels, state.prev.mask, *state.prev.keys.values()], self.device)
-        outputs = state.graph([pixels, state.prev.mask, *state.prev.keys.values()])
-        state.prev = as_reference(outputs[1:])  # the graph's buffers, copied in at the next frame
-        return outputs[0]
+            state.graph = StaticGraph(track, inputs, self.device)
+        labels, mask, *keys = state.graph(inputs)
+        state.prev = Reference(dict(zip(branches, keys, strict=True)), mask)  # the graph's buffers, copied in next
+        return labels
 
     def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor) -> tuple[Tensor, Reference]:
         """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference."""
@@ -315,7 +390,7 @@ class VideoPredictor:
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
         labels = state.lut[state.geometry.restore(agg[None])[0].max(dim=0).indices]
-        return labels, Reference(query.keys, prev_mask.flatten(2)[None])
+        return labels, Reference(_own_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
@@ -343,7 +418,7 @@ class VideoPredictor:
                 group.ref = Reference(group.ref.keys, group.ref.mask[:, keep])
         state.groups = [g for g in state.groups if g.object_ids]
         mask16 = downsample_mask(one_hot, self.model.stride).flatten(2)[None]
-        state.groups.append(_Group(list(given_ids), Reference(query.keys, mask16)))
+        state.groups.append(_Group(list(given_ids), Reference(_own_keys(query), mask16)))
 
         rows = [] if probs is None else list(probs.unbind(0))
         for j, oid in enumerate(given_ids):
