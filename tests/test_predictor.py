@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -244,6 +246,30 @@ def test_lookahead_encodes_frames_together_with_the_same_masks(graphed: bool) ->
     assert outputs[3][1].object_ids == () and outputs[3][4].object_ids == (2, 6)
     for a, b in zip(outputs[1], outputs[3], strict=True):
         assert np.array_equal(a.labels, b.labels), a.index
+
+
+def test_graphed_chunks_are_padded_and_graphs_do_not_keep_their_video_alive() -> None:
+    """A last, shorter chunk reuses the full chunk's encoder graph (padded with its last frame), and
+    a video's state is freed as soon as it is dropped (no reference cycle through its graphs)."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(3)
+    frames = _frames(7, seed=11)
+    first = _mask({3: (5, 25, 5, 35)})
+    eager = VideoPredictor(model, device="cpu", resolution=0)
+    expected = [eager.step_many(eager.init_state(), frames, [first] + [None] * 6)]
+    graphed = VideoPredictor(model, device="cpu", resolution=0, lookahead=4)
+    graphed.cuda_graphs = True
+    state = graphed.init_state(frames)
+    graphed.add_mask(state, 0, first)
+    got = list(graphed.propagate(state))
+    assert list(state.embed_graphs) == [4] and state.graph is not None
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(expected[0], got, strict=True))
+    video = weakref.ref(state)
+    del state
+    assert video() is None
 
 
 def test_step_many_checks_its_inputs(predictor: VideoPredictor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,7 +25,9 @@ class StaticGraph:
     outlive it).
 
     Tensors that ``fn`` reads without taking them as inputs (weights, a video's references) are read
-    at their addresses: they must stay alive and unchanged while the graph is in use.
+    at their addresses: they must stay alive and unchanged while the graph is in use. Whoever keeps
+    the graph should not be kept alive by ``fn`` (a reference cycle): the graph's GPU memory would
+    wait for Python's cycle collector.
 
     On the CPU there is nothing to capture: each call runs ``fn`` on the copied inputs.
 
@@ -49,9 +52,18 @@ class StaticGraph:
                     fn(self.inputs)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            # Only this thread's calls are checked: the frame reader and the PNG writers run beside it.
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.outputs = fn(self.inputs)
+            # Python's cycle collector must not run during the capture: freeing another graph (of a
+            # video no longer referenced) is not permitted while a stream is capturing.
+            gc.collect()
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                # Only this thread's calls are checked: the frame reader and the PNG writers run beside it.
+                with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                    self.outputs = fn(self.inputs)
+            finally:
+                if collecting:
+                    gc.enable()
             owned = {t.untyped_storage().data_ptr() for t in self.inputs}
             if any(t.untyped_storage().data_ptr() in owned for t in self.outputs):
                 raise ValueError("a graph's outputs must not share memory with its inputs: the next call's "

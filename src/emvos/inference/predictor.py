@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,7 +323,11 @@ class VideoPredictor:
                               cache_enabled=False)
 
     def _embed_many(self, state: VideoState, frames: list[np.ndarray]) -> list[FrameEmbedding]:
-        """Encode ``K`` frames as one batch; with CUDA graphs, replayed from the video's graph for ``K`` frames.
+        """Encode ``K`` frames as one batch.
+
+        With CUDA graphs, from the video's graph for a batch of ``K`` rounded up to a power of two
+        (at most :attr:`lookahead`; the extra places hold copies of the last frame): a video's last,
+        shorter chunk and single frames reuse a few graphs instead of capturing one per length.
 
         Returns:
             One embedding per frame (views of the batch's tensors, or of the graph's output buffers,
@@ -330,21 +335,25 @@ class VideoPredictor:
         """
         pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
         if not self.cuda_graphs:
-            batch = self._embed(state, pixels.to(self.device))
+            batch = self._embed(state.geometry, pixels.to(self.device))
         else:
-            graph = state.embed_graphs.get(len(frames))
+            size = min(1 << (len(frames) - 1).bit_length(), self.lookahead)
+            if size > len(frames):
+                pixels = torch.cat([pixels, pixels[-1:].expand(size - len(frames), -1, -1, -1)])
+            graph = state.embed_graphs.get(size)
             if graph is None:
-                graph = state.embed_graphs[len(frames)] = StaticGraph(
-                    lambda inputs: _embedding_tensors(self._embed(state, inputs[0])), [pixels], self.device)
+                geometry = state.geometry
+                graph = state.embed_graphs[size] = StaticGraph(
+                    lambda inputs: _embedding_tensors(self._embed(geometry, inputs[0])), [pixels], self.device)
             batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
         return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
                                batch.grid) for i in range(len(frames))]
 
-    def _embed(self, state: VideoState, pixels: Tensor) -> FrameEmbedding:
+    def _embed(self, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
         """Encode ``(K, H, W, 3) uint8`` frames on the device at the video's working geometry."""
         x = pixels.permute(0, 3, 1, 2).float().div_(255)
         with self._autocast():
-            return self.model.embed(state.geometry.image(x).contiguous(memory_format=self.memory_format))
+            return self.model.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
@@ -371,11 +380,13 @@ class VideoPredictor:
         branches = list(state.prev.keys)
         inputs = [*_embedding_tensors(query), state.prev.mask, *state.prev.keys.values()]
         if state.graph is None:
+            video = weakref.ref(state)  # the state keeps the graph; the graph must not keep the state
+
             def track(tensors: list[Tensor]) -> list[Tensor]:
                 q = _embedding_from_tensors(tensors[:3 + len(branches)], branches)
                 prev = Reference(dict(zip(branches, tensors[4 + len(branches):], strict=True)),
                                  tensors[3 + len(branches)])
-                labels, ref = self._track(state, q, prev)
+                labels, ref = self._track(video(), q, prev)
                 return [labels, ref.mask, *ref.keys.values()]
 
             state.graph = StaticGraph(track, inputs, self.device)
