@@ -18,7 +18,7 @@ class _Stop(Exception):
 
 
 def _writer_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name.endswith("-writer")]
+    return [thread for thread in threading.enumerate() if "-writer" in thread.name]
 
 
 def _labels(height: int = 48, width: int = 64, shift: int = 0) -> np.ndarray:
@@ -56,6 +56,19 @@ def test_palette_labels_round_trip_exactly(tmp_path: Path) -> None:
         assert (mask.mode, mask.palette) == ("P", palette)
         np.testing.assert_array_equal(mask.labels, labels)
     assert _writer_threads() == []
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_every_frame_is_written_whole_by_one_or_several_threads(tmp_path: Path, threads: int) -> None:
+    frames = [_labels(shift=shift) for shift in range(12)]
+    with LabelWriter(tmp_path, threads=threads, queue_depth=2) as writer:
+        assert len(_writer_threads()) == threads
+        for index, labels in enumerate(frames):
+            writer.write(f"{index:05d}", labels)
+
+    assert _leftovers(tmp_path) == [] and _writer_threads() == []
+    for index, labels in enumerate(frames):
+        np.testing.assert_array_equal(read_mask(tmp_path / f"{index:05d}.png").labels, labels)
 
 
 def test_greyscale_labels_round_trip_exactly(tmp_path: Path) -> None:

@@ -239,6 +239,17 @@ def _process_settings(machine: dict) -> str:
             "this), and with the same settings (the last columns).")
 
 
+def _cuda_settings(machine: dict) -> str:
+    """How PyTorch computed fp32 on the GPU, and what cuDNN's autotuning does to peak VRAM."""
+    convs = "TF32" if machine.get("cudnn_allow_tf32", True) else "fp32"
+    matmuls = "TF32" if machine.get("matmul_allow_tf32", False) else "fp32"
+    return (f"`fp32` modes ran convolutions in {convs} (`torch.backends.cudnn.allow_tf32`, on by default in "
+            f"PyTorch; the fp32 3x3 conv peak above shows it) and matrix products in {matmuls} "
+            "(`torch.backends.cuda.matmul.allow_tf32`). The `emvos` command turns on cuDNN's autotuning "
+            "(`torch.backends.cudnn.benchmark`): the first frame of each new shape tries cuDNN's algorithms, "
+            "some with workspaces of gigabytes, so the first mode to meet a shape shows them in its peak VRAM.")
+
+
 def format_markdown(summary: dict) -> str:
     """``docs/performance.md``: the command, the machine, how it was measured, and the tables."""
     machine = summary["machine"]
@@ -263,14 +274,17 @@ def format_markdown(summary: dict) -> str:
         "",
         "How it is measured (`src/emvos/eval/speed.py`):",
         "",
-        "- **Model fps**: `VideoPredictor.step` on synthetic 16:9 frames generated in memory (a panning "
-        "texture with moving discs, the first `objects` discs given in frame 0), after "
-        f"{s['warmup']} warm-up frame(s) (one more for compiled and graphed modes), over enough frames to fill "
+        "- **Model fps**: `VideoPredictor.step_many` on synthetic 16:9 frames generated in memory (a panning "
+        "texture with moving discs, the first `objects` discs given in frame 0), in chunks of the mode's lookahead "
+        f"(one frame unless `+lookahead`), after {s['warmup']} warm-up chunk(s) (one more for compiled and "
+        "graphed modes), over enough frames to fill "
         f"{s['cell_seconds']:g} s "
         f"({s['min_frames']} to {s['max_frames']}).",
         "- **End-to-end fps**: as many frames of the same scene decoded from an mp4 on a background "
         "thread and written as PNGs, wall time from opening the video to the last PNG (the given first "
-        "frame included).",
+        "frame included). With random weights the masks of several objects are noise, and a PNG of noise "
+        "takes several times longer to encode than one of real masks: such cells' end-to-end fps measure the "
+        "PNG encoder more than the model.",
         "- **GFLOPs** of a propagated frame from `torch.utils.flop_counter` (matmuls and convolutions, 2 FLOPs "
         "per multiply-add), counted on the unoptimised network: the work of direct convolutions. The "
         "optimised modes compute the decoder's wide 3x3 convolutions by Winograd F(6x6, 3x3), with "
@@ -291,18 +305,23 @@ def format_markdown(summary: dict) -> str:
         "their ReLUs as one oneDNN call, DenseNet's blocks written into one output, channels-last, and on the "
         "CPU the wide decoder levels' Winograd convolutions and matrix-product upsampling; `bf16`/`fp16` = "
         "autocast; `+compile` = `torch.compile` of the encoder and decoder; `graph` = `fp32` with each "
-        "propagated frame replayed from a CUDA graph (CUDA only; `bf16+graph`, `fp16+graph` likewise).",
+        "propagated frame replayed from a CUDA graph (CUDA only; `bf16+graph`, `fp16+graph` likewise); "
+        "`+lookahead` = frames read 8 at a time, their encoder, key projections and the decoder's "
+        "object-independent part computed as one batch (`--lookahead 8`), matching and decoding frame by frame.",
         f"- **Process settings**: {_process_settings(machine)}",
+        *([f"- **On CUDA**: {_cuda_settings(machine)}"] if machine["device"].startswith("cuda") else []),
         "",
     ]
     for title, header, rows in tables(summary):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
-    if not summary.get("official"):
+    if not summary.get("official") and machine["device"] == "cpu":
         lines += ["The official implementation was not run (`--official-repo`); speed-ups use the "
                   "reference timings where they apply, which come from another run, perhaps on another "
                   "CPU.", ""]
+    elif not summary.get("official"):
+        lines += ["The official implementation was not timed in this run (`--official-repo`).", ""]
     lines += ["Re-render this page from the run's JSON without measuring again: "
               "`emvos speed --from-json OUT/speed.json --doc FILE`, OUT being the run's `--out` folder and "
               "FILE this page.", ""]

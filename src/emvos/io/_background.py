@@ -84,23 +84,28 @@ def prefetch(produce: Callable[[], Generator[T, None, None]], depth: int, name: 
 
 
 class BackgroundWorker(Generic[T]):
-    """One thread that calls ``handle(item)`` for each submitted item, in order.
+    """Threads that call ``handle(item)`` for each submitted item: in order with one thread, in any
+    order with several (for items independent of each other, such as separate files).
 
     :meth:`submit` blocks while ``depth`` items are waiting, so a slow ``handle`` slows the caller
     down instead of filling memory. The first exception raised by ``handle`` is re-raised in the
     caller by the next :meth:`submit` or by :meth:`close`; the items after it are dropped.
     """
 
-    def __init__(self, handle: Callable[[T], None], depth: int, name: str) -> None:
+    def __init__(self, handle: Callable[[T], None], depth: int, name: str, threads: int = 1) -> None:
         if depth < 1:
             raise ValueError(f"queue depth must be at least 1, got {depth}")
+        if threads < 1:
+            raise ValueError(f"a background worker needs at least 1 thread, got {threads}")
         self._handle = handle
         self._items: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._discard = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}" if threads > 1 else name,
+                                          daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     def _work(self) -> None:
         while True:
@@ -112,7 +117,8 @@ class BackgroundWorker(Generic[T]):
             try:
                 self._handle(item)  # type: ignore[arg-type]
             except BaseException as error:  # noqa: B036 - every failure must reach the caller
-                self._error = error
+                if self._error is None:
+                    self._error = error
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -138,8 +144,10 @@ class BackgroundWorker(Generic[T]):
         self._closed = True
         if discard_pending:
             self._discard.set()
-        self._items.put(_Done())
-        self._thread.join()
+        for _ in self._threads:
+            self._items.put(_Done())
+        for thread in self._threads:
+            thread.join()
         if discard_pending:
             self._error = None
         self._raise_error()

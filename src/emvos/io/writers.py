@@ -1,8 +1,9 @@
 """Writing results: one label PNG per frame, and an mp4 with the masks drawn over the frames.
 
-Both writers encode on a background thread behind a bounded queue, so encoding overlaps the
-caller's compute, and both write atomically: a file appears under its final name only once it
-is complete (it is written to a hidden temporary name in the same folder, then ``os.replace``\\ d).
+Both writers encode on background threads behind a bounded queue (the video on one thread, the
+PNGs on several), so encoding overlaps the caller's compute, and both write atomically: a file
+appears under its final name only once it is complete (it is written to a hidden temporary name
+in the same folder, then ``os.replace``\\ d).
 
 When the ``with`` block ends with an exception (including ``KeyboardInterrupt``), queued frames
 that were not started are dropped. :class:`LabelWriter` keeps the PNGs already finished, since each
@@ -30,6 +31,9 @@ from emvos.io.masks import MaskMode, full_palette
 
 #: How many frames may wait for encoding before ``write`` blocks, by default.
 DEFAULT_QUEUE_DEPTH = 4
+#: Threads that encode label PNGs, by default: Pillow's PNG encoder releases the GIL, so several
+#: encode in parallel (a GPU segments 480p frames faster than one thread writes them).
+DEFAULT_PNG_THREADS = min(4, os.cpu_count() or 1)
 
 
 def _temporary_path(target: Path, suffix: str = ".tmp") -> Path:
@@ -73,7 +77,7 @@ def _describe(array: object) -> str:
 
 
 class LabelWriter:
-    """Saves one label PNG per frame, ``out_dir/<name>.png``, encoded on a background thread.
+    """Saves one label PNG per frame, ``out_dir/<name>.png``, encoded on background threads.
 
     Use it as a context manager. PNGs are indexed with ``palette`` (mode ``P``) or greyscale (mode
     ``L``, when the input masks were greyscale), so pixel values are the object ids, exactly.
@@ -84,6 +88,7 @@ class LabelWriter:
             the DAVIS palette; ``None`` means the DAVIS palette). Ignored for mode ``L``.
         mode: ``"P"`` or ``"L"``, usually the input mask's :attr:`MaskImage.mode`.
         queue_depth: How many frames may wait for encoding before :meth:`write` blocks.
+        threads: How many threads encode PNGs (each file is written whole by one of them).
 
     Raises:
         EmvosInputError: ``out_dir`` is a file or cannot be created (before any work is done).
@@ -96,6 +101,7 @@ class LabelWriter:
         mode: MaskMode = "P",
         *,
         queue_depth: int = DEFAULT_QUEUE_DEPTH,
+        threads: int = DEFAULT_PNG_THREADS,
     ) -> None:
         if mode not in ("P", "L"):
             raise ValueError(f"mode must be 'P' or 'L', got {mode!r}")
@@ -104,7 +110,7 @@ class LabelWriter:
         self._palette = full_palette(palette) if mode == "P" else None
         _prepare_folder(self.out_dir, "output folder")
         self._worker: BackgroundWorker[tuple[str, np.ndarray]] = BackgroundWorker(
-            self._save, queue_depth, name="emvos-png-writer"
+            self._save, queue_depth, name="emvos-png-writer", threads=threads
         )
 
     def write(self, name: str, labels: np.ndarray) -> None:
