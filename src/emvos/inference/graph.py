@@ -17,12 +17,12 @@ GraphFn = Callable[[list[Tensor]], list[Tensor]]
 class StaticGraph:
     """``fn`` captured as a CUDA graph on its first inputs' shapes, then replayed on new values.
 
-    A propagated frame of the paper model launches about a thousand small GPU kernels (DenseNet-121's
-    120 convolutions and their normalisations, matching, the decoder); at video frame sizes the GPU
-    runs many of them faster than Python launches them. Replayed from a graph, the frame's work is
-    one launch. The graph reads fixed input buffers and writes fixed output buffers: each call copies
-    its inputs in and returns the output buffers, **which the next call overwrites** (copy what must
-    outlive it).
+    A propagated frame of the paper model runs about a thousand PyTorch operations (the 87
+    convolutions of its DenseNet-121 encoder and their normalisations, matching, the decoder); at
+    video frame sizes the GPU runs many of them faster than Python launches them. Replayed from a
+    graph, the frame's work is one launch. The graph reads fixed input buffers and writes fixed
+    output buffers: each call copies its inputs in and returns the output buffers, **which the
+    next call overwrites** (copy what must outlive it).
 
     Tensors that ``fn`` reads without taking them as inputs (weights, a video's references) are read
     at their addresses: they must stay alive and unchanged while the graph is in use. Whoever keeps

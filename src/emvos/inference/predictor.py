@@ -166,8 +166,9 @@ class VideoPredictor:
             each resolution and object count, faster afterwards; on the CPU with Inductor's
             freezing, which pre-packs the weights for its convolution kernels).
         cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
-            video (again whenever objects are given): one launch per frame instead of about a thousand,
-            the same kernels and results. The capture costs about three frames' time.
+            video (again whenever objects are given): one launch per frame instead of about a thousand
+            operations, the same kernels and results. The capture costs about three frames' time.
+            The encoder of each chunk of :attr:`lookahead` frames is a graph of its own.
         lookahead: frames :meth:`propagate` reads ahead and encodes as one batch (see
             :meth:`step_many`). On a GPU, one frame of a video leaves most of it idle; a batch of
             frames fills it. Memory grows with it; results are the same (up to float rounding).
