@@ -296,3 +296,10 @@ def test_a_static_graph_checks_its_inputs() -> None:
         graph([torch.ones(3, 2)])
     with pytest.raises(ValueError, match="takes 1 inputs"):
         graph([torch.ones(2, 3), torch.ones(2, 3)])
+
+
+def test_compiling_allows_a_shape_per_resolution_and_object_count(predictor: VideoPredictor,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    VideoPredictor(predictor.model, device="cpu", compile=True)  # compiles lazily, at the first frame
+    assert torch._dynamo.config.recompile_limit >= 64

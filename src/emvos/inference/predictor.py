@@ -45,6 +45,8 @@ from emvos.model.network import EMVOS, FrameEmbedding, Reference
 DEFAULT_RESOLUTION = 480
 #: ``precision`` choices and the autocast dtype of each (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
+COMPILED_SHAPES = 64
 #: The model shipped inside the package, used when no checkpoint is given.
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
 
@@ -203,6 +205,10 @@ class VideoPredictor:
                 model.decoder.use_cpu_algorithms()
             model.to(memory_format=torch.channels_last)
         if compile:
+            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
+            # the network would silently run uncompiled.
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
             # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
             options = {"freezing": True} if self.device.type == "cpu" else None
             model.encoder.compile(options=options)

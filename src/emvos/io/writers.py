@@ -32,8 +32,9 @@ from emvos.io.masks import MaskMode, full_palette
 #: How many frames may wait for encoding before ``write`` blocks, by default.
 DEFAULT_QUEUE_DEPTH = 4
 #: Threads that encode label PNGs, by default: Pillow's PNG encoder releases the GIL, so several
-#: encode in parallel (a GPU segments 480p frames faster than one thread writes them).
-DEFAULT_PNG_THREADS = min(4, os.cpu_count() or 1)
+#: encode in parallel (a GPU segments 480p frames faster than one thread writes them); up to half
+#: the cores, the other half left to the model.
+DEFAULT_PNG_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _temporary_path(target: Path, suffix: str = ".tmp") -> Path:
