@@ -3,9 +3,10 @@
 For the paper's network (DenseNet-121) and the shipped model (EfficientNet-Lite0), each inference
 mode of :data:`MODES` is timed over a grid of objects x resolutions, one *cell* per combination:
 
-* **model fps**: :meth:`VideoPredictor.step` on frames of a :class:`SyntheticVideo` generated in
-  memory, after ``warmup`` propagated frames (which also absorb ``torch.compile``), timed over as
-  many frames as fill ``cell_seconds`` (at least ``min_frames``, at most ``max_frames``);
+* **model fps**: :meth:`VideoPredictor.step_many` on frames of a :class:`SyntheticVideo` generated in
+  memory, in chunks of the mode's lookahead, after ``warmup`` chunks (which also absorb
+  ``torch.compile`` and the capture of CUDA graphs), timed over as many frames as fill
+  ``cell_seconds`` (at least ``min_frames``, at most ``max_frames``, rounded up to whole chunks);
 * **end-to-end fps**: as many frames of the same scene read from an mp4 (decoded on a background
   thread) and written as PNGs (:func:`emvos.eval.benchmark.segment_sequence`: wall time from
   opening the video to the last PNG on disk, the given first frame included);
