@@ -784,7 +784,7 @@ class SpeedRun:
                    outputs: Path) -> None:
         """Every cell of one mode; the end-to-end PNGs go to ``outputs/<mode>/<cell>``.
 
-        Compiled and graphed modes get one more warm-up frame: the first frames of a new shape recompile,
+        Compiled and graphed modes get one more warm-up chunk: the first frames of a new shape recompile,
         and the first propagated frame of a video captures its graph.
         """
         s = self.settings
