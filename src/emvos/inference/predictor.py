@@ -127,6 +127,16 @@ def _embedding_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) 
     return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), tuple(tensors[0].shape[-2:]))
 
 
+def _reference_tensors(ref: Reference) -> list[Tensor]:
+    """A reference as a flat list of tensors: its mask, then its keys in branch order."""
+    return [ref.mask, *ref.keys.values()]
+
+
+def _reference_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> Reference:
+    """The inverse of :func:`_reference_tensors`."""
+    return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
+
+
 def _own_keys(embedding: FrameEmbedding) -> dict[str, Tensor]:
     """The embedding's keys in memory of their own: a reference outlives the batch or graph buffers they view."""
     return {branch: keys.clone() for branch, keys in embedding.keys.items()}
@@ -385,20 +395,19 @@ class VideoPredictor:
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
         branches = list(state.prev.keys)
-        inputs = [*_embedding_tensors(query), state.prev.mask, *state.prev.keys.values()]
+        split = len(_embedding_tensors(query))  # graph inputs: the query's tensors, then the previous reference's
         if state.graph is None:
             video = weakref.ref(state)  # the state keeps the graph; the graph must not keep the state
 
             def track(tensors: list[Tensor]) -> list[Tensor]:
-                q = _embedding_from_tensors(tensors[:3 + len(branches)], branches)
-                prev = Reference(dict(zip(branches, tensors[4 + len(branches):], strict=True)),
-                                 tensors[3 + len(branches)])
-                labels, ref = self._track(video(), q, prev)
-                return [labels, ref.mask, *ref.keys.values()]
+                labels, ref = self._track(video(), _embedding_from_tensors(tensors[:split], branches),
+                                          _reference_from_tensors(tensors[split:], branches))
+                return [labels, *_reference_tensors(ref)]
 
-            state.graph = StaticGraph(track, inputs, self.device)
-        labels, mask, *keys = state.graph(inputs)
-        state.prev = Reference(dict(zip(branches, keys, strict=True)), mask)  # the graph's buffers, copied in next
+            state.graph = StaticGraph(track, [*_embedding_tensors(query), *_reference_tensors(state.prev)],
+                                      self.device)
+        labels, *prev = state.graph([*_embedding_tensors(query), *_reference_tensors(state.prev)])
+        state.prev = _reference_from_tensors(prev, branches)  # the graph's buffers, copied in at the next frame
         return labels
 
     def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor) -> tuple[Tensor, Reference]:
