@@ -140,13 +140,15 @@ def _bad_input_cases(tmp: Path, checkpoint: Path) -> dict[str, tuple[list[object
         "output is a file": ([frames, "--mask", good, "--out", a_file, *ck], "a_file"),
         "wrong matching": ([frames, "--mask", good, "--out", tmp / "o10", *ck, "--matching", "em"], "--matching"),
         "no lookahead": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--lookahead", 0], "--lookahead"),
+        "graphs on cpu": ([frames, "--mask", good, "--out", tmp / "o12", *ck, "--cuda-graphs", "--device", "cpu"],
+                          "--cuda-graphs"),
         "k without bm": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--k1", "4"], "--matching"),
     }
 
 
 CASES = ["missing input", "empty input", "corrupt frame", "size mismatch", "no object", "rgb mask", "16-bit mask",
          "unknown checkpoint", "missing checkpoint", "output is a file", "wrong matching", "k without bm",
-         "no lookahead"]
+         "no lookahead", "graphs on cpu"]
 
 
 @pytest.mark.parametrize("case", CASES)
