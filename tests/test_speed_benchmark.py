@@ -14,7 +14,7 @@ import torch
 from emvos.cli import main
 from emvos.eval import speed
 from emvos.eval.speed import QUICK, DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo
-from emvos.eval.speed_report import format_markdown, format_text
+from emvos.eval.speed_report import format_markdown, format_text, targets
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -134,6 +134,18 @@ def test_the_issue_reference_is_quoted_without_the_official_code(summary: dict) 
     doc = format_markdown(at_480)
     assert "reference timings, not this run" in doc and "| 1 | 0.910 |" in doc
     assert "official" not in format_text({**summary, "official": None}).lower()
+
+
+def test_a_gpu_run_is_held_to_the_gpu_target_and_says_how_it_computed_fp32(summary: dict) -> None:
+    at_480 = [{**c, "resolution": 480} for c in summary["cells"]]
+    gpu = {**summary, "machine": {**summary["machine"], "device": "cuda:0", "gpu": "Some GPU",
+                                  "cudnn_allow_tf32": True, "matmul_allow_tf32": False}, "cells": at_480}
+    rows = targets(gpu)
+    assert [r[0] for r in rows if "official" in r[0]] == []  # the speed-up targets are the CPU's
+    assert any(r[0].startswith("paper model >= 300 fps, 480p, 1 object (Some GPU)") for r in rows)
+    doc = format_markdown(gpu)
+    assert "convolutions in TF32" in doc and "matrix products in fp32" in doc
+    assert any("official" in r[0] for r in targets(summary))  # a CPU run still is
 
 
 def test_synthetic_video_is_seeded_and_gives_every_object() -> None:
