@@ -244,7 +244,7 @@ def _cuda_settings(machine: dict) -> str:
     convs = "TF32" if machine.get("cudnn_allow_tf32", True) else "fp32"
     matmuls = "TF32" if machine.get("matmul_allow_tf32", False) else "fp32"
     return (f"`fp32` modes ran convolutions in {convs} (`torch.backends.cudnn.allow_tf32`, on by default in "
-            f"PyTorch; the fp32 3x3 conv peak above shows it) and matrix products in {matmuls} "
+            f"PyTorch; the measured fp32 3x3 conv peak shows it) and matrix products in {matmuls} "
             "(`torch.backends.cuda.matmul.allow_tf32`). The `emvos` command turns on cuDNN's autotuning "
             "(`torch.backends.cudnn.benchmark`): the first frame of each new shape tries cuDNN's algorithms, "
             "some with workspaces of gigabytes, so the first mode to meet a shape shows them in its peak VRAM.")
