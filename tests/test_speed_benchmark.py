@@ -13,8 +13,9 @@ import torch
 
 from emvos.cli import main
 from emvos.eval import speed
-from emvos.eval.speed import QUICK, DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo
+from emvos.eval.speed import QUICK, DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo, time_model
 from emvos.eval.speed_report import format_markdown, format_text, targets
+from emvos.inference.predictor import VideoPredictor
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -146,6 +147,14 @@ def test_a_gpu_run_is_held_to_the_gpu_target_and_says_how_it_computed_fp32(summa
     doc = format_markdown(gpu)
     assert "convolutions in TF32" in doc and "matrix products in fp32" in doc
     assert any("official" in r[0] for r in targets(summary))  # a CPU run still is
+
+
+def test_model_time_goes_in_whole_chunks_of_the_lookahead() -> None:
+    torch.manual_seed(0)
+    predictor = VideoPredictor(EMVOS(TINY, encoder_weights=None), device="cpu", resolution=0, lookahead=3)
+    timing = time_model(predictor, SyntheticVideo((48, 80), discs=1), 1,
+                        replace(SETTINGS, cell_seconds=0.0, min_frames=4, max_frames=4))
+    assert timing.frames == 6 and timing.seconds > 0  # 4 frames wanted: two chunks of 3
 
 
 def test_synthetic_video_is_seeded_and_gives_every_object() -> None:
