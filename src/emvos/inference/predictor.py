@@ -322,15 +322,22 @@ class VideoPredictor:
                        for i in range(first)]
         state.next_index += first
         queries = self._embed_many(state, frames[first:]) if first < len(frames) else []
+        tracked: list[Tensor] = []  # each frame's labels on the device, fetched together: one wait per chunk
+        objects: list[tuple[int, ...]] = []
         for query, given, ids in zip(queries, givens[first:], given_ids[first:], strict=True):
             if ids:
-                labels = np.where(given != 0, given, self._step_given(state, query, given, ids).cpu().numpy())
+                labels = self._step_given(state, query, given, ids)
             elif self.cuda_graphs:
-                labels = self._step_graphed(state, query).cpu().numpy()
+                labels = self._step_graphed(state, query).clone()  # the graph's buffer is the next frame's
             else:
                 labels, state.prev = self._track(state, query, state.prev)
-                labels = labels.cpu().numpy()
-            predictions.append(FramePrediction(state.next_index, labels, tuple(state.object_ids)))
+            tracked.append(labels)
+            objects.append(tuple(state.object_ids))
+        fetched = torch.stack(tracked).cpu().numpy() if tracked else []
+        for labels, given, ids in zip(fetched, givens[first:], objects, strict=True):
+            if given is not None:
+                labels = np.where(given != 0, given, labels)
+            predictions.append(FramePrediction(state.next_index, labels, ids))
             state.next_index += 1
         return predictions
 
