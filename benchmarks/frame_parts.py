@@ -1,7 +1,8 @@
 """Where a propagated frame's time goes: the network's parts timed one after another.
 
-For the paper model (random weights) or the shipped model, as ``emvos segment`` runs it (fp32, the
-network prepared for inference, huge pages and kept memory), on frames of the synthetic scene
+For the paper model (random weights) or the shipped model, as ``emvos segment`` runs it (the
+network prepared for inference, huge pages and kept memory; fp32 unless ``--precision``, on the
+CPU unless ``--device``, the GPU synchronised between parts), on frames of the synthetic scene
 ``emvos speed`` uses: the frame's preparation (resize, pad), the encoder, the key projections and
 the decoder's object-independent part, matching against the first and the previous frame, the
 per-object decoder, and aggregation with the labels at the frame's size. Then the same frames
@@ -11,6 +12,7 @@ model's EfficientNet-Lite0 stages, or DenseNet-121's). Medians over ``--frames``
 Example::
 
     python benchmarks/frame_parts.py --model shipped --resolution 480 --threads 2 --frames 20
+    python benchmarks/frame_parts.py --model paper --device cuda --precision fp16 --frames 50
 """
 
 from __future__ import annotations
@@ -52,10 +54,21 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # as the emvos command sets it
     network = (paper_spec if args.model == "paper" else shipped_spec)(None).build()
-    predictor = VideoPredictor(network, device="cpu", resolution=args.resolution)
+    predictor = VideoPredictor(network, device=args.device, resolution=args.resolution, precision=args.precision)
+    device = predictor.device
+
+    def clock() -> float:
+        """Seconds, once the device has finished what was queued."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     model = predictor.model
     scene = SyntheticVideo(frame_size(args.resolution), args.objects)
     state = predictor.init_state()
@@ -66,37 +79,42 @@ def main() -> None:
     parts: dict[str, list[float]] = collections.defaultdict(list)
     blocks = encoder_blocks(model.encoder)
     starts: dict[str, float] = {}
+    timing_blocks = [False]  # the blocks are timed in a pass of their own: their clocks wait for the GPU
     for name, block in blocks:
-        block.register_forward_pre_hook(lambda m, i, name=name: starts.__setitem__(name, time.perf_counter()))
-        block.register_forward_hook(lambda m, i, o, name=name: parts[name].append(time.perf_counter() - starts[name]))
-    with torch.inference_mode():
+        block.register_forward_pre_hook(
+            lambda m, i, name=name: starts.__setitem__(name, clock()) if timing_blocks[0] else None)
+        block.register_forward_hook(
+            lambda m, i, o, name=name: parts[name].append(clock() - starts[name]) if timing_blocks[0] else None)
+    with torch.inference_mode(), predictor._autocast():  # the predictor's own precision
         for index in range(4, 4 + args.frames):
             frame = scene.frame(index)
-            t0 = time.perf_counter()
-            pixels = torch.from_numpy(frame[None]).permute(0, 3, 1, 2).float().div_(255)
+            t0 = clock()
+            pixels = torch.from_numpy(frame[None]).to(device).permute(0, 3, 1, 2).float().div_(255)
             image = state.geometry.image(pixels).contiguous(memory_format=predictor.memory_format)
-            t1 = time.perf_counter()
+            t1 = clock()
             model.encoder(image)
-            t2 = time.perf_counter()
+            t2 = clock()
             query = model.embed(image)  # encoder again, then keys and the decoder's shared part
-            t3 = time.perf_counter()
+            t3 = clock()
             first = [model.match(query, group.ref, "first") for group in state.groups]
-            t4 = time.perf_counter()
+            t4 = clock()
             prev = model.match(query, state.prev, "prev")
-            t5 = time.perf_counter()
+            t5 = clock()
             logits = model.decode(query, {b: torch.cat([f[b] for f in first], 1) for b in first[0]}, prev,
                                   state.prev.mask)
-            t6 = time.perf_counter()
+            t6 = clock()
             # The predictor's own last step: aggregation, the previous-frame mask, labels at the frame's size.
             labels, _ = predictor._finish(state, query, torch.softmax(logits[0].float(), dim=1))
-            labels.numpy()
-            t7 = time.perf_counter()
+            labels.cpu().numpy()
+            t7 = clock()
             for part, seconds in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2 - (t2 - t1), t4 - t3, t5 - t4, t6 - t5,
                                              t7 - t6), strict=True):
                 parts[part].append(seconds)
-            t8 = time.perf_counter()
             predictor.step(state, frame)
-            parts["step, whole"].append(time.perf_counter() - t8)
+            parts["step, whole"].append(clock() - t7)
+            timing_blocks[0] = True
+            model.encoder(image)
+            timing_blocks[0] = False
 
     def ms(name: str) -> str:
         return f"{statistics.median(parts[name]) * 1000:.1f}"

@@ -18,10 +18,10 @@ def _run(script: str, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("model", ["shipped", "paper"])
-def test_frame_parts_times_every_part_and_encoder_block(model: str) -> None:
+@pytest.mark.parametrize(("model", "precision"), [("shipped", "fp32"), ("paper", "fp32"), ("shipped", "bf16")])
+def test_frame_parts_times_every_part_and_encoder_block(model: str, precision: str) -> None:
     out = _run("frame_parts.py", "--model", model, "--resolution", "64", "--frames", "2", "--threads", "1",
-               "--objects", "2")
+               "--objects", "2", "--precision", precision)
     for part in ("| prepare |", "| encoder |", "| match first |", "| match previous |", "| decoder |",
                  "| step, whole |"):
         assert part in out
