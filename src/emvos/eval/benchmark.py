@@ -35,7 +35,7 @@ from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import VideoPredictor
+from emvos.inference.predictor import VideoPredictor, chunks
 from emvos.io import LabelWriter, open_frames, read_mask
 from emvos.io.files import write_text_atomically
 
@@ -78,9 +78,8 @@ def segment_sequence(
     state = predictor.init_state()
     model_seconds = 0.0
     count = 0
-    reader = itertools.islice(frames, max_frames)
     with LabelWriter(out_dir, mask.palette, mask.mode) as writer:
-        while chunk := list(itertools.islice(reader, predictor.lookahead)):
+        for chunk in chunks(itertools.islice(frames, max_frames), predictor.lookahead):
             t0 = time.perf_counter()
             preds = predictor.step_many(state, [f.image for f in chunk],
                                         [mask.labels if f.index == 0 else None for f in chunk])

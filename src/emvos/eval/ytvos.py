@@ -38,7 +38,6 @@ and writes ``OUT/ytvos.json``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -54,7 +53,7 @@ from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import _parse_shard, peak_memory_mb
 from emvos.eval.shards import clear_shard, read_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import VideoPredictor
+from emvos.inference.predictor import VideoPredictor, chunks
 from emvos.io import FRAME_EXTENSIONS, LabelWriter, MaskMode, check_mask_size, natural_sort_key, open_frames, read_mask
 from emvos.io.files import atomic_path, write_text_atomically
 
@@ -240,9 +239,8 @@ def segment_video(predictor: VideoPredictor, video: YTVOSVideo, out_dir: Path) -
     state = predictor.init_state()
     model_seconds = 0.0
     count = written = 0
-    reader = iter(frames)
     with LabelWriter(out_dir, given.palette, given.mode) as writer:
-        while chunk := list(itertools.islice(reader, predictor.lookahead)):
+        for chunk in chunks(frames, predictor.lookahead):
             t0 = time.perf_counter()
             preds = predictor.step_many(state, [f.image for f in chunk], [given.masks.get(f.name) for f in chunk])
             tracked = sum(1 for pred in preds if pred.object_ids)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import AUTOCAST_DTYPES, DEFAULT_RESOLUTION, VideoPredictor, load_network
+from emvos.inference.predictor import AUTOCAST_DTYPES, DEFAULT_RESOLUTION, VideoPredictor, chunks, load_network
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
@@ -113,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                                      palette=first_mask.palette))
                    if args.overlay else None)
         bar = stack.enter_context(tqdm(total=frames.num_frames, unit="frame", disable=args.quiet, desc="segment"))
-        reader = iter(frames)
-        while chunk := list(itertools.islice(reader, predictor.lookahead)):
+        for chunk in chunks(frames, predictor.lookahead):
             given = [masks.get(frame.index) for frame in chunk]
             preds = predictor.step_many(state, [frame.image for frame in chunk],
                                         [None if g is None else g[1].labels for g in given])

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ COMPILED_SHAPES = 64
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
 
 ImageLike = np.ndarray | Image.Image
+T = TypeVar("T")
 MaskLike = np.ndarray | Image.Image
 
 
@@ -116,6 +118,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily from ``items``."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
     """An embedding as a flat list of tensors: its three decoder maps, then its keys in branch order."""
     return [*embedding.shared, *embedding.keys.values()]
@@ -135,11 +144,6 @@ def _reference_tensors(ref: Reference) -> list[Tensor]:
 def _reference_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> Reference:
     """The inverse of :func:`_reference_tensors`."""
     return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
-
-
-def _own_keys(embedding: FrameEmbedding) -> dict[str, Tensor]:
-    """The embedding's keys in memory of their own: a reference outlives the batch or graph buffers they view."""
-    return {branch: keys.clone() for branch, keys in embedding.keys.items()}
 
 
 def _as_labels(mask: MaskLike) -> np.ndarray:
@@ -263,8 +267,7 @@ class VideoPredictor:
         """
         if state.frames is None:
             raise ValueError("this state has no frames; pass them to init_state(frames)")
-        frames = iter(state.frames)
-        while chunk := list(itertools.islice(frames, self.lookahead)):
+        for chunk in chunks(state.frames, self.lookahead):
             masks = [state.pending.pop(state.next_index + i, None) for i in range(len(chunk))]
             yield from self.step_many(state, chunk, masks)
 
@@ -402,20 +405,28 @@ class VideoPredictor:
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
         branches = list(state.prev.keys)
-        split = len(_embedding_tensors(query))  # graph inputs: the query's tensors, then the previous reference's
+        query_tensors = _embedding_tensors(query)
+        inputs = [*query_tensors, *_reference_tensors(state.prev)]  # the query's tensors, then the previous frame's
         if state.graph is None:
             video = weakref.ref(state)  # the state keeps the graph; the graph must not keep the state
+            split = len(query_tensors)
 
             def track(tensors: list[Tensor]) -> list[Tensor]:
                 labels, ref = self._track(video(), _embedding_from_tensors(tensors[:split], branches),
                                           _reference_from_tensors(tensors[split:], branches))
                 return [labels, *_reference_tensors(ref)]
 
-            state.graph = StaticGraph(track, [*_embedding_tensors(query), *_reference_tensors(state.prev)],
-                                      self.device)
-        labels, *prev = state.graph([*_embedding_tensors(query), *_reference_tensors(state.prev)])
+            state.graph = StaticGraph(track, inputs, self.device)
+        labels, *prev = state.graph(inputs)
         state.prev = _reference_from_tensors(prev, branches)  # the graph's buffers, copied in at the next frame
         return labels
+
+    def _kept_keys(self, query: FrameEmbedding) -> dict[str, Tensor]:
+        """The query's keys for a reference that outlives the frame. Copies where they view more: graph
+        buffers that the next replay overwrites (CUDA graphs), or a whole chunk's keys (lookahead)."""
+        if self.cuda_graphs or self.lookahead > 1:
+            return {b: k.clone() for b, k in query.keys.items()}
+        return query.keys
 
     def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor) -> tuple[Tensor, Reference]:
         """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference."""
@@ -424,7 +435,7 @@ class VideoPredictor:
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
         labels = state.lut[state.geometry.restore(agg[None])[0].max(dim=0).indices]
-        return labels, Reference(_own_keys(query), prev_mask.flatten(2)[None])
+        return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
@@ -452,7 +463,7 @@ class VideoPredictor:
                 group.ref = Reference(group.ref.keys, group.ref.mask[:, keep])
         state.groups = [g for g in state.groups if g.object_ids]
         mask16 = downsample_mask(one_hot, self.model.stride).flatten(2)[None]
-        state.groups.append(_Group(list(given_ids), Reference(_own_keys(query), mask16)))
+        state.groups.append(_Group(list(given_ids), Reference(self._kept_keys(query), mask16)))
 
         rows = [] if probs is None else list(probs.unbind(0))
         for j, oid in enumerate(given_ids):
