@@ -188,3 +188,28 @@ def test_a_subcommand_imports_only_its_own_module() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["segmnet"]], ids=["help", "mistyped"])
+def test_the_command_list_imports_no_subcommand(argv: list[str]) -> None:
+    import subprocess
+    import sys
+
+    code = (f"import sys; from emvos.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('torch' in sys.modules, any(m.startswith('emvos.inference') for m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *_, status, imported = done.stdout.strip().splitlines()
+    assert imported == "False False"
+    assert status == ("exit 0" if argv == ["--help"] else "exit 2")
+    assert "segment" in done.stdout + done.stderr
+
+
+def test_the_command_list_says_what_each_subcommand_says() -> None:
+    from emvos.cli import SUBCOMMANDS, build_parser
+
+    def summaries(command: str | None) -> dict[str, str]:
+        actions = build_parser(command)._subparsers._group_actions[0]._choices_actions
+        return {a.dest: a.help for a in actions}
+
+    assert summaries(None) == summaries("*") == {name: summary for name, (_, summary) in SUBCOMMANDS.items()}

@@ -16,33 +16,43 @@ from emvos import __version__
 from emvos.errors import EmvosInputError
 from emvos.runtime import keep_freed_memory, use_huge_pages
 
-#: Each subcommand and the module that registers it, in the order ``emvos --help`` lists them.
-SUBCOMMANDS = {
-    "segment": "emvos.inference.cli",
-    "eval": "emvos.eval.cli",
-    "benchmark": "emvos.eval.benchmark",
-    "speed": "emvos.eval.speed",
-    "ytvos": "emvos.eval.ytvos",
-    "train": "emvos.train.cli",
-    "export": "emvos.train.export",
-    "synth": "emvos.data.cli",
-    "visualize": "emvos.visualize.cli",
-    "study": "emvos.study.cli",
-    "app": "emvos.app.cli",
+#: Each subcommand: the module that registers it, and its one-line help (the module passes the same
+#: line to ``add_parser``), in the order ``emvos --help`` lists them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("emvos.inference.cli", "segment objects through a video, given their masks"),
+    "eval": ("emvos.eval.cli", "score result masks on DAVIS (J&F, as the official toolkit)"),
+    "benchmark": ("emvos.eval.benchmark", "segment a DAVIS split, score it and measure speed and memory"),
+    "speed": ("emvos.eval.speed",
+              "time emvos against the hardware's peak and the official code; memory over video length"),
+    "ytvos": ("emvos.eval.ytvos", "segment a YouTube-VOS 2018/2019 split and write the submission zip"),
+    "train": ("emvos.train.cli", "train a network (the paper's recipe, or a preset / YAML config)"),
+    "export": ("emvos.train.export", "write a training checkpoint's model as a small inference file"),
+    "synth": ("emvos.data.cli", "generate synthetic benchmarks (DAVIS layout)"),
+    "visualize": ("emvos.visualize.cli", "figures of the matching study (score maps, toy)"),
+    "study": ("emvos.study.cli", "reproduce the paper's studies with our own runs (matching: Table 5)"),
+    "app": ("emvos.app.cli", "annotate, propagate and correct masks in the browser"),
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; with ``command``, only that subcommand's module is imported (fast ``--help``)."""
+    """The argument parser.
+
+    With a known ``command``, only that subcommand's module is imported and registers its
+    arguments. Without one (``emvos --help``, a mistyped command), the subcommands are listed from
+    :data:`SUBCOMMANDS` and none is imported: no PyTorch import, so the listing and the error
+    come at once. ``command="*"`` registers every subcommand in full.
+    """
     parser = argparse.ArgumentParser(
         prog="emvos",
         description="Semi-supervised video object segmentation with pixel-level equalized matching.",
     )
     parser.add_argument("--version", action="version", version=f"emvos {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    modules = [SUBCOMMANDS[command]] if command in SUBCOMMANDS else SUBCOMMANDS.values()
-    for name in modules:
-        importlib.import_module(name).add_parser(subparsers)
+    for name, (module, summary) in SUBCOMMANDS.items():
+        if command == "*" or command == name:
+            importlib.import_module(module).add_parser(subparsers)
+        elif command not in SUBCOMMANDS:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
