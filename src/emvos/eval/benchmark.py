@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
-from emvos.eval.shards import clear_shard, read_shards, wait_for_shards, write_shard
+from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
 from emvos.inference.predictor import VideoPredictor, chunks
 from emvos.io import LabelWriter, open_frames, read_mask
@@ -117,6 +117,20 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return peak
 
 
+def run_info(args: argparse.Namespace, predictor: VideoPredictor) -> dict[str, object]:
+    """What a run of the inference options (:func:`~emvos.inference.cli.add_inference_options`) used and
+    how much memory it took: recorded with each shard's timings."""
+    return {
+        "device": str(predictor.device),
+        "resolution": args.resolution,
+        "matching": args.matching or predictor.model.config.matching,
+        "encoder": predictor.model.config.encoder,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
+        "threads": torch.get_num_threads(),
+        **peak_memory_mb(predictor.device),
+    }
+
+
 def summarize(timings: list[SequenceTiming], result: EvaluationResult, info: dict[str, object]) -> dict[str, object]:
     """The benchmark's JSON document: settings, speed, memory, J&F and a row per sequence."""
     frames = sum(t.frames for t in timings)
@@ -172,16 +186,6 @@ def format_summary(summary: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/4, got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
-    return index, count
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos benchmark``."""
     parser = subparsers.add_parser(
@@ -208,7 +212,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shard",
-        type=_parse_shard,
+        type=parse_shard,
         default=None,
         metavar="I/N",
         help="run only every N-th sequence starting at I (then --merge)",
@@ -253,16 +257,7 @@ def run(args: argparse.Namespace) -> int:
                     args.max_frames,
                 )
             )
-        info = {
-            "device": str(predictor.device),
-            "resolution": args.resolution,
-            "matching": args.matching or predictor.model.config.matching,
-            "encoder": predictor.model.config.encoder,
-            "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
-            "threads": torch.get_num_threads(),
-            **peak_memory_mb(predictor.device),
-        }
-        path = write_shard(args.out, shard, shards, info, [asdict(t) for t in timings])
+        path = write_shard(args.out, shard, shards, run_info(args, predictor), [asdict(t) for t in timings])
         if shards > 1:
             if "WORLD_SIZE" not in os.environ or shard != 0:
                 print(f"shard {shard}/{shards} done: {len(timings)} sequences -> {path}")

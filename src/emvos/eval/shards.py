@@ -7,6 +7,7 @@ split writes ``shard-0-of-1.json`` the same way.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import time
@@ -17,6 +18,17 @@ from emvos.errors import EmvosInputError
 from emvos.io.files import write_text_atomically
 
 _NAME = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` as ``(I, N)``, for argparse (an ``ArgumentTypeError`` unless ``0 <= I < N``)."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return index, count
 
 
 def shard_path(out: Path, shard: int, shards: int) -> Path:

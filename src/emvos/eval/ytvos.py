@@ -50,8 +50,8 @@ import torch
 from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
-from emvos.eval.benchmark import _parse_shard, peak_memory_mb
-from emvos.eval.shards import clear_shard, read_shards, write_shard
+from emvos.eval.benchmark import run_info
+from emvos.eval.shards import clear_shard, parse_shard, read_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
 from emvos.inference.predictor import VideoPredictor, chunks
 from emvos.io import FRAME_EXTENSIONS, LabelWriter, MaskMode, check_mask_size, natural_sort_key, open_frames, read_mask
@@ -309,7 +309,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--videos", type=lambda s: [x for x in s.split(",") if x], default=None,
                         metavar="A,B,...", help="comma-separated videos instead of the whole split")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--shard", type=_parse_shard, default=None, metavar="I/N",
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="run only every N-th video starting at I (then --merge)")
     parser.add_argument("--merge", action="store_true", help="combine the shards' timings and zip the submission")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -332,17 +332,7 @@ def run(args: argparse.Namespace) -> int:
             segment_video(predictor, video, args.out / "Annotations" / video.name)
             for video in tqdm(videos[shard::shards], unit="video", disable=args.quiet, desc="ytvos")
         ]
-        info = {
-            "split": args.split,
-            "all_frames": args.all_frames,
-            "device": str(predictor.device),
-            "resolution": args.resolution,
-            "matching": args.matching or predictor.model.config.matching,
-            "encoder": predictor.model.config.encoder,
-            "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
-            "threads": torch.get_num_threads(),
-            **peak_memory_mb(predictor.device),
-        }
+        info = {"split": args.split, "all_frames": args.all_frames, **run_info(args, predictor)}
         path = write_shard(args.out, shard, shards, info, [asdict(t) for t in timings])
         if shards > 1:
             print(f"shard {shard}/{shards} done: {len(timings)} videos -> {path}")
