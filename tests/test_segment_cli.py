@@ -179,15 +179,33 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("emvos ")
 
 
-def test_a_subcommand_imports_only_its_own_module() -> None:
+@pytest.mark.parametrize("argv", [["eval", "--help"], ["segment", "--help"],
+                                  ["segment", "missing.mp4", "--mask", "m.png", "--out", "out"]],
+                         ids=["eval-help", "segment-help", "segment-bad-input"])
+def test_help_and_input_errors_come_before_pytorch_loads(argv: list[str], tmp_path: Path) -> None:
     import subprocess
     import sys
 
     code = ("import sys; from emvos.cli import main\n"
-            "try:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "False"
+            f"try:\n    status = main({argv!r})\nexcept SystemExit as e:\n    status = e.code\n"
+            "print(status, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == ("2 False" if "missing.mp4" in argv else "0 False")
+    if "missing.mp4" in argv:
+        assert done.stderr.strip() == ("emvos: error: missing.mp4: no such file or folder; "
+                                       "pass a folder of frames or a video file")
+
+
+def test_the_python_api_imports_the_predictor_on_first_use() -> None:
+    import emvos.inference
+    from emvos.inference import FramePrediction, VideoPredictor, VideoState
+    from emvos.inference.predictor import VideoPredictor as Predictor
+
+    module = vars(emvos.inference.predictor)
+    assert VideoPredictor is Predictor and (FramePrediction, VideoState) == (module["FramePrediction"],
+                                                                            module["VideoState"])
+    with pytest.raises(AttributeError, match="no attribute 'Predictor'"):
+        emvos.inference.Predictor  # noqa: B018 - the attribute access is the test
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["segmnet"]], ids=["help", "mistyped"])

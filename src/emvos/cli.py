@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from emvos import __version__
 from emvos.errors import EmvosInputError
-from emvos.runtime import keep_freed_memory, use_huge_pages
+from emvos.runtime import keep_freed_memory, use_cudnn_autotuning, use_huge_pages
 
 #: Each subcommand: the module that registers it, and its one-line help (the module passes the same
 #: line to ``add_parser``), in the order ``emvos --help`` lists them.
@@ -63,9 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    import torch  # the subcommands have imported it by now
-
-    torch.backends.cudnn.benchmark = True  # a video's frames share one shape: cuDNN picks its fastest kernels once
+    if "torch" in sys.modules:  # imported by the subcommand's module; ``segment`` imports it after checking its inputs
+        use_cudnn_autotuning()
     try:
         return int(args.func(args) or 0)
     except EmvosInputError as exc:

@@ -91,3 +91,15 @@ def freed_memory_kept() -> bool:
     """Whether both glibc thresholds are set, in the environment, to at least :data:`KEPT_MEMORY_BYTES`."""
     values = [os.environ.get(name, "") for name in (MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV)]
     return platform.system() == "Linux" and all(v.isdigit() and int(v) >= KEPT_MEMORY_BYTES for v in values)
+
+
+def use_cudnn_autotuning() -> None:
+    """Let cuDNN time its convolution algorithms for each new input shape and keep the fastest.
+
+    A video's frames share one shape, so the timing is paid once, on the first frame; the results
+    are those of the default algorithms up to float rounding. No effect without CUDA. Imports
+    PyTorch: the ``emvos`` command calls it once a subcommand needs PyTorch.
+    """
+    import torch
+
+    torch.backends.cudnn.benchmark = True

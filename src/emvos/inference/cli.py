@@ -6,14 +6,17 @@ import argparse
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tqdm import tqdm
 
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import AUTOCAST_DTYPES, DEFAULT_RESOLUTION, VideoPredictor, chunks, load_network
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
+
+if TYPE_CHECKING:
+    from emvos.inference.predictor import VideoPredictor
 
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
@@ -35,7 +38,7 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
                              "(default: the paper's best, 32 / 128)")
     parser.add_argument("--k2", type=float, default=None,
                         help="bijective K2 (previous frame) (default: the paper's best, 32 / 16)")
-    parser.add_argument("--precision", choices=tuple(AUTOCAST_DTYPES), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default), or bf16 (CPU/CUDA) / fp16 (CUDA) autocast: faster, slightly less exact")
     parser.add_argument("--compile", action="store_true",
                         help="compile the network with torch.compile (slow first frames, faster after)")
@@ -48,7 +51,16 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
 
 
 def build_predictor(args: argparse.Namespace) -> VideoPredictor:
-    """The predictor the inference options describe; checks ``--matching`` against the model."""
+    """The predictor the inference options describe; checks ``--matching`` against the model.
+
+    Imports PyTorch (``segment`` checks its inputs first, before it does).
+    """
+    import torch
+
+    from emvos.inference.predictor import VideoPredictor, load_network
+    from emvos.runtime import use_cudnn_autotuning
+
+    use_cudnn_autotuning()
     if args.threads is not None:
         if args.threads < 1:
             raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
@@ -100,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
         raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
     predictor = build_predictor(args)
+    from emvos.inference.predictor import chunks
 
     first_mask = masks[min(masks)][1]
     state = predictor.init_state()

@@ -37,15 +37,15 @@ from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
-#: Default working resolution (shorter side), as in the paper's protocol (DAVIS 480p).
-DEFAULT_RESOLUTION = 480
-#: ``precision`` choices and the autocast dtype of each (``None``: no autocast).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The autocast dtype of each ``precision`` (``None``: no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
+                                                         strict=True))
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
 #: The model shipped inside the package, used when no checkpoint is given.

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import DEFAULT_RESOLUTION, VideoPredictor
+from emvos.inference.predictor import VideoPredictor
+from emvos.inference.settings import DEFAULT_RESOLUTION
 from emvos.io import check_mask_size, open_frames, read_mask
 from emvos.visualize.scores import DEFAULT_KERNEL_K, DEFAULT_TOPK_K, matching_score_maps, render_matching_figure
 from emvos.visualize.toy import render_toy_figure

@@ -1,0 +1,9 @@
+"""Inference settings that the command line and :class:`~emvos.inference.VideoPredictor` share.
+
+Free of PyTorch, so that ``emvos segment --help`` and the checks of its inputs answer at once.
+"""
+
+#: Default working resolution (shorter side), as in the paper's protocol (DAVIS 480p).
+DEFAULT_RESOLUTION = 480
+#: ``precision`` choices: float32, or autocast to bfloat16 / float16.
+PRECISIONS = ("fp32", "bf16", "fp16")
