@@ -161,6 +161,35 @@ def test_overlay_blends_objects_and_draws_contours() -> None:
     )
 
 
+def _overlay_by_definition(image: np.ndarray, labels: np.ndarray, alpha: float, width: int) -> np.ndarray:
+    """Every object pixel blended with its colour; object pixels with another label within ``width``
+    (square window, the image border not counting) in the solid colour."""
+    colours = np.array(DAVIS_PALETTE + [0] * (768 - len(DAVIS_PALETTE)), dtype=np.float64).reshape(256, 3)
+    result = image.copy()
+    objects = labels > 0
+    result[objects] = np.clip(np.rint((1 - alpha) * image[objects] + alpha * colours[labels[objects]]), 0, 255)
+    height, image_width = labels.shape
+    for y, x in zip(*np.nonzero(objects), strict=True):
+        window = labels[max(0, y - width):min(height, y + width + 1), max(0, x - width):min(image_width, x + width + 1)]
+        if (window != labels[y, x]).any():
+            result[y, x] = colours[labels[y, x]]
+    return result
+
+
+@pytest.mark.parametrize("alpha,width", [(0.5, 2), (0.3, 1), (0.5, 0)])
+@pytest.mark.parametrize("layout", ["objects", "touching-borders", "empty"])
+def test_overlay_matches_its_definition(alpha: float, width: int, layout: str) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    labels = np.zeros((40, 52), dtype=np.uint8)
+    if layout == "objects":
+        labels[8:20, 10:30], labels[15:30, 25:40], labels[33, 5] = 1, 2, 7
+    elif layout == "touching-borders":
+        labels[:12, :9], labels[30:, 40:], labels[20:24, :] = 3, 255, 1
+    np.testing.assert_array_equal(overlay(image, labels, alpha=alpha, contour_width=width),
+                                  _overlay_by_definition(image, labels, alpha, width))
+
+
 @pytest.mark.parametrize("fallback", [False, True], ids=["best-codec", "mpeg4-fallback"])
 def test_overlay_video_is_readable_with_every_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback: bool

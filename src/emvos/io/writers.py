@@ -13,6 +13,7 @@ left. :class:`OverlayWriter` discards the unfinished video, since an mp4 is only
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from contextlib import suppress
@@ -173,6 +174,21 @@ def _contours(labels: np.ndarray, width: int) -> np.ndarray:
     return (labels > 0) & ~same
 
 
+@functools.lru_cache(maxsize=8)
+def _blend_tables(palette: tuple[int, ...], alpha: float) -> np.ndarray:
+    """``(3, 256 * 256) uint8``: per channel, the blend of every pixel value with every id's colour.
+
+    Entry ``[c, id * 256 + v]`` is ``rint((1 - alpha) * v + alpha * colour[id, c])``, clipped to
+    ``0..255``; id 0 (background) maps every value to itself.
+    """
+    colours = np.array(palette, dtype=np.float64).reshape(256, 3)
+    values = np.arange(256, dtype=np.uint8)
+    blended = (1.0 - alpha) * values[None, None, :] + alpha * colours.T[:, :, None]  # (3, id, value)
+    tables = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    tables[:, 0] = values
+    return tables.reshape(3, -1)
+
+
 def overlay(
     image: np.ndarray,
     labels: np.ndarray,
@@ -182,6 +198,9 @@ def overlay(
     contour_width: int = 2,
 ) -> np.ndarray:
     """Draw masks over a frame: each object's palette colour blended in, plus a solid contour.
+
+    Only the box around the objects is redrawn, by table look-ups (every pixel value blended with
+    every colour, computed once per palette): a 1080p frame takes milliseconds, not tens of them.
 
     Args:
         image: ``(H, W, 3) uint8`` RGB frame.
@@ -199,14 +218,23 @@ def overlay(
     _check_labels(labels)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
-    colours = np.array(full_palette(palette), dtype=np.float32).reshape(256, 3)
     result = image.copy()
-    objects = labels > 0
-    blended = (1.0 - alpha) * image[objects] + alpha * colours[labels[objects]]
-    result[objects] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    rows = np.flatnonzero(labels.any(axis=1))
+    if rows.size == 0:
+        return result
+    cols = np.flatnonzero(labels.any(axis=0))
+    # The objects' box, widened by the contour width: every window of the contour test lies inside.
+    y0, x0 = max(0, rows[0] - contour_width), max(0, cols[0] - contour_width)
+    y1, x1 = rows[-1] + 1 + contour_width, cols[-1] + 1 + contour_width
+    box_labels, box = labels[y0:y1, x0:x1], result[y0:y1, x0:x1]
+    palette = full_palette(palette)
+    tables = _blend_tables(tuple(palette), float(alpha))
+    index = box_labels.astype(np.intp) * 256
+    for channel in range(3):
+        box[..., channel] = tables[channel].take(index + box[..., channel])
     if contour_width > 0:
-        edges = _contours(labels, contour_width)
-        result[edges] = colours[labels[edges]].astype(np.uint8)
+        edges = _contours(box_labels, contour_width)
+        box[edges] = np.array(palette, dtype=np.uint8).reshape(256, 3)[box_labels[edges]]
     return result
 
 
