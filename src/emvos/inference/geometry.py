@@ -51,7 +51,9 @@ class Geometry:
     def image(self, image: Tensor) -> Tensor:
         """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(B, 3, H'', W'')`` (bicubic resize, reflect pad)."""
         if self.resized:
-            image = F.interpolate(image, size=self.work, mode="bicubic", align_corners=False)
+            # Decoded frames arrive as a channels-last view; PyTorch's CPU bicubic kernel takes about
+            # a third longer on it than on the same pixels in NCHW order (identical results).
+            image = F.interpolate(image.contiguous(), size=self.work, mode="bicubic", align_corners=False)
         return F.pad(image, self.pad, mode="reflect") if any(self.pad) else image
 
     def mask(self, mask: Tensor) -> Tensor:
