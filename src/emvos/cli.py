@@ -16,8 +16,8 @@ from emvos import __version__
 from emvos.errors import EmvosInputError
 from emvos.runtime import keep_freed_memory, use_cudnn_autotuning, use_huge_pages
 
-#: Each subcommand: the module that registers it, and its one-line help (the module passes the same
-#: line to ``add_parser``), in the order ``emvos --help`` lists them.
+#: Each subcommand: the module that registers it, and its one-line help (:func:`command_summary`),
+#: in the order ``emvos --help`` lists them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("emvos.inference.cli", "segment objects through a video, given their masks"),
     "eval": ("emvos.eval.cli", "score result masks on DAVIS (J&F, as the official toolkit)"),
@@ -32,6 +32,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "study": ("emvos.study.cli", "reproduce the paper's studies with our own runs (matching: Table 5)"),
     "app": ("emvos.app.cli", "annotate, propagate and correct masks in the browser"),
 }
+
+
+def command_summary(name: str) -> str:
+    """The one-line help of subcommand ``name``, which its module passes to ``add_parser``."""
+    return SUBCOMMANDS[name][1]
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from emvos.app.session import AppSession, video_name
 from emvos.app.workspace import Workspace
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.cli import add_inference_options, build_predictor
 
@@ -18,7 +19,7 @@ DEFAULT_WORKSPACE = Path("emvos-workspace")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos app``."""
     parser = subparsers.add_parser(
-        "app", help="annotate, propagate and correct masks in the browser",
+        "app", help=command_summary("app"),
         description="Serve a local web page to draw the masks of objects on any frame, propagate them through "
                     "the video with the model, correct frames and propagate again, and export the masks. The "
                     "work is kept in --workspace: run the command again with the same workspace to continue.")

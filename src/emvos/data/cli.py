@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from emvos.cli import command_summary
 from emvos.data.synthetic import DistractorSettings, write_distractor_benchmark
 from emvos.errors import EmvosInputError
 
@@ -19,7 +20,7 @@ SETTING_OPTIONS = {"targets": int, "distractors": int, "similarity": float, "spe
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos synth`` and its generators."""
     parser = subparsers.add_parser(
-        "synth", help="generate synthetic benchmarks (DAVIS layout)",
+        "synth", help=command_summary("synth"),
         description="Generate synthetic video benchmarks in DAVIS layout, readable by emvos eval, "
                     "emvos benchmark and the davis training dataset.")
     generators = parser.add_subparsers(title="generators", metavar="GENERATOR", required=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard
@@ -190,7 +191,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos benchmark``."""
     parser = subparsers.add_parser(
         "benchmark",
-        help="segment a DAVIS split, score it and measure speed and memory",
+        help=command_summary("benchmark"),
         description="Segment every sequence of a DAVIS split from its first-frame masks (streaming), score the "
         "results with J&F, and report model and end-to-end fps and peak memory.",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import YEARS, evaluate_results, format_report, write_reports
 
@@ -31,7 +32,7 @@ def _positive_int(text: str) -> int:
 def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="score result masks on DAVIS (J&F, as the official toolkit)",
+        help=command_summary("eval"),
         description=(
             "Score RESULTS/<sequence>/<frame>.png indexed masks against a DAVIS ground truth with the "
             "semi-supervised protocol of the official DAVIS toolkit (first and last frames not scored). "

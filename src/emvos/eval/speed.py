@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import peak_memory_mb, segment_sequence, split_sequences
 from emvos.eval.davis import RESOLUTION, YEARS, available_cpus, evaluate_results
@@ -964,7 +965,7 @@ def command_line(args: argparse.Namespace) -> str:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos speed``."""
     parser = subparsers.add_parser(
-        "speed", help="time emvos against the hardware's peak and the official code; memory over video length",
+        "speed", help=command_summary("speed"),
         description="Time the paper model and the shipped model in every inference mode over objects x "
                     "resolutions (model-only and end-to-end fps, GFLOPs, fraction of the measured peak, peak RSS, "
                     "mask agreement), the official EMVOS code side by side, and peak RSS over video length. "

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import run_info
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, write_shard
@@ -297,7 +298,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos ytvos``."""
     parser = subparsers.add_parser(
         "ytvos",
-        help="segment a YouTube-VOS 2018/2019 split and write the submission zip",
+        help=command_summary("ytvos"),
         description="Segment every video of a YouTube-VOS split (streaming; objects that appear later are "
         "given at their first annotation) and write OUT/Annotations/<video>/<frame>.png for the listed "
         "frames, OUT/submission.zip for the evaluation server, and timings in OUT/ytvos.json.",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
@@ -86,7 +87,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos segment``."""
     parser = subparsers.add_parser(
-        "segment", help="segment objects through a video, given their masks",
+        "segment", help=command_summary("segment"),
         description="Segment the objects of a video. Give the objects' masks at the frame where each first "
                     "appears; emvos writes one indexed PNG of object ids per frame.")
     parser.add_argument("input", type=Path,

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.study.config import load_study_config, study_preset_names
 from emvos.study.matching import run_study
@@ -18,7 +19,7 @@ from emvos.train import TrainingInterrupted
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos study`` and its studies."""
     parser = subparsers.add_parser(
-        "study", help="reproduce the paper's studies with our own runs (matching: Table 5)",
+        "study", help=command_summary("study"),
         description="Run a study from start to report: data, training, evaluation, tables.")
     studies = parser.add_subparsers(title="studies", metavar="STUDY", required=True)
     matching = studies.add_parser(

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.train.config import TrainConfig, load_config, preset_names
 from emvos.train.trainer import TrainingInterrupted, read_training_checkpoint, train
@@ -15,7 +16,7 @@ from emvos.train.trainer import TrainingInterrupted, read_training_checkpoint, t
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos train``."""
     parser = subparsers.add_parser(
-        "train", help="train a network (the paper's recipe, or a preset / YAML config)",
+        "train", help=command_summary("train"),
         description="Train an EMVOS network through the stages of a config. Checkpoints (last.pt, best.pt), "
                     "config.yaml, metrics.csv and TensorBoard logs go to the output folder. Ctrl-C or SIGTERM "
                     "saves last.pt; --resume continues exactly where the run stopped. For several processes "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.model.checkpoint import load_model, save_checkpoint
 from emvos.train.trainer import read_training_checkpoint
@@ -41,7 +42,7 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True) -> 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos export``."""
     parser = subparsers.add_parser(
-        "export", help="write a training checkpoint's model as a small inference file",
+        "export", help=command_summary("export"),
         description="Keep only what inference needs from a checkpoint of emvos train (model config and weights, "
                     "plus the training config and validation metrics for provenance); the result loads with "
                     "--checkpoint everywhere.")

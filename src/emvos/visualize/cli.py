@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import VideoPredictor
 from emvos.inference.settings import DEFAULT_RESOLUTION
@@ -18,7 +19,7 @@ from emvos.visualize.toy import render_toy_figure
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos visualize`` and its figures."""
-    parser = subparsers.add_parser("visualize", help="figures of the matching study (score maps, toy)",
+    parser = subparsers.add_parser("visualize", help=command_summary("visualize"),
                                    description="Render figures of the matching study as PNG files.")
     figures = parser.add_subparsers(title="figures", metavar="FIGURE", required=True)
     _add_matching_parser(figures)
