@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from emvos.errors import EmvosInputError
+from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
@@ -210,6 +211,9 @@ class VideoPredictor:
         if cuda_graphs and compile:
             raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
+        self.reference = model  # the caller's network, kept for adapted()
+        self._options = dict(device=device, resolution=resolution, bijective=bijective, precision=precision,
+                             optimize=optimize, compile=compile, cuda_graphs=cuda_graphs, lookahead=lookahead)
         if optimize or compile:  # the caller's network is left as it is
             model = copy.deepcopy(model)
         if optimize:
@@ -240,6 +244,35 @@ class VideoPredictor:
                         **kwargs: object) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
         return cls(load_network(checkpoint), device=device, **kwargs)
+
+    def adapted(self, image: ImageLike, mask: MaskLike,
+                settings: AdaptSettings | None = None) -> tuple[VideoPredictor, AdaptReport]:
+        """A predictor for one video, its network fine-tuned on an annotated frame of it.
+
+        The trainable parts of a copy of the network (keys and decoder) are fine-tuned on
+        pseudo-videos of the frame (:func:`emvos.inference.adapt.adapt_network`) at the working
+        resolution; this predictor is not changed. The new one has the same options.
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB frame (or a PIL image).
+            mask: ``(H, W)`` object ids of that frame.
+            settings: steps, learning rate and augmentation (default :class:`AdaptSettings`).
+
+        Returns:
+            The adapted predictor, and what the adaptation did.
+
+        Raises:
+            ValueError: the mask has no object or another size than the frame.
+        """
+        frame, labels = _as_image(image), _as_labels(mask)
+        if frame.shape[:2] != labels.shape:
+            raise ValueError(f"frame {frame.shape[:2]} and mask {labels.shape} differ in size")
+        geometry = Geometry.for_frames(labels.shape, self.resolution, self.model.stride)
+        pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        ids = torch.from_numpy(labels).to(self.device)[None, None].float()
+        network, report = adapt_network(self.reference, geometry.image(pixels)[0],
+                                        geometry.mask(ids)[0, 0].long(), settings or AdaptSettings())
+        return VideoPredictor(network, **self._options), report
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
