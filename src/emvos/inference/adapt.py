@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS
 from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
 
@@ -45,12 +46,12 @@ class AdaptSettings:
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
-    steps: int = 40
-    lr: float = 1e-4
+    steps: int = DEFAULT_ADAPT_STEPS
+    lr: float = 3e-4
     variants: int = 12
     clip_len: int = 3
     batch_size: int = 2
-    crop: int = 384
+    crop: int = 256
     degrees: float = 12.0
     scale: tuple[float, float] = (0.85, 1.15)
     shear: float = 8.0

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
@@ -48,6 +48,10 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
     if lookahead:
         parser.add_argument("--lookahead", type=int, default=1,
                             help="frames read ahead and encoded as one batch (default 1); 8 fills a GPU better")
+    parser.add_argument("--adapt", type=int, default=DEFAULT_ADAPT_STEPS, metavar="STEPS",
+                        help="test-time adaptation: fine-tune the decoder for STEPS steps on the first annotated "
+                             f"frame before propagating (default {DEFAULT_ADAPT_STEPS}, a few seconds on a CPU; "
+                             "0 turns it off: faster start, less accurate)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -58,6 +62,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     """
     import torch
 
+    from emvos.inference.adapt import AdaptSettings
     from emvos.inference.predictor import VideoPredictor, load_network
     from emvos.runtime import use_cudnn_autotuning
 
@@ -68,6 +73,8 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         torch.set_num_threads(args.threads)
     if args.device != "auto" and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if args.adapt < 0:
+        raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {args.adapt}")
     model = load_network(args.checkpoint)
     matching = args.matching
     trained = model.config.matching
@@ -81,7 +88,8 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
                  if matching in ("bm-kernel", "bm-topk") else None)
     return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
                           precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                          lookahead=getattr(args, "lookahead", 1))
+                          lookahead=getattr(args, "lookahead", 1),
+                          adapt=AdaptSettings(steps=args.adapt) if args.adapt else None)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -139,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chunk))
             bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(preds[-1].object_ids))
     elapsed = time.perf_counter() - start
+    if state.adaptation is not None:
+        print(f"adapted to the first mask: {state.adaptation.steps} steps in {state.adaptation.seconds:.1f} s")
     print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
           f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
     return 0

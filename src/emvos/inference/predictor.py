@@ -100,6 +100,8 @@ class VideoState:
     lut: Tensor | None = None  # (1 + O,) uint8: 0 then the user id of each slot
     graph: StaticGraph | None = None  # the propagated frame's CUDA graph, with --cuda-graphs
     embed_graphs: dict[int, StaticGraph] = field(default_factory=dict)  # the encoder's, per number of frames
+    network: EMVOS | None = None  # this video's adapted network (prepared); None: the predictor's
+    adaptation: AdaptReport | None = None  # what adapting to the video's first mask did
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -189,11 +191,16 @@ class VideoPredictor:
         lookahead: frames :meth:`propagate` reads ahead and encodes as one batch (see
             :meth:`step_many`). On a GPU, one frame of a video leaves most of it idle; a batch of
             frames fills it. Memory grows with it; results are the same (up to float rounding).
+        adapt: test-time adaptation: at the first frame of each video that is given a mask, a copy
+            of the network's keys and decoder is fine-tuned on pseudo-videos of that frame
+            (:mod:`emvos.inference.adapt`) and segments that video. ``None`` (or 0 steps) uses the
+            network as it is.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
-                 compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
+                 adapt: AdaptSettings | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
                                   f"the {model.config.matching} branch; use a model trained with sm")
@@ -211,68 +218,43 @@ class VideoPredictor:
         if cuda_graphs and compile:
             raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
-        self.reference = model  # the caller's network, kept for adapted()
-        self._options = dict(device=device, resolution=resolution, bijective=bijective, precision=precision,
-                             optimize=optimize, compile=compile, cuda_graphs=cuda_graphs, lookahead=lookahead)
-        if optimize or compile:  # the caller's network is left as it is
-            model = copy.deepcopy(model)
-        if optimize:
-            model.encoder.fuse()
-            model.decoder.fuse()
-            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
-                model.decoder.use_cpu_algorithms()
-            model.to(memory_format=torch.channels_last)
-        if compile:
-            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
-            # the network would silently run uncompiled.
-            dynamo = torch._dynamo.config
-            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
-            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
-            options = {"freezing": True} if self.device.type == "cpu" else None
-            model.encoder.compile(options=options)
-            model.decoder.compile(options=options)
-        self.model = model
+        self.reference = model  # the caller's network: what adaptation starts from
+        self.optimize, self.compile = optimize, compile
+        self.model = self._prepare(model)
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.resolution = resolution
         self.bijective = bijective
         self.cuda_graphs = cuda_graphs
         self.lookahead = lookahead
+        self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
+
+    def _prepare(self, model: EMVOS) -> EMVOS:
+        """The network as inference runs it: a prepared copy (``optimize``/``compile``), or ``model`` itself."""
+        if self.optimize or self.compile:  # the caller's network is left as it is
+            model = copy.deepcopy(model)
+        if self.optimize:
+            model.encoder.fuse()
+            model.decoder.fuse()
+            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
+                model.decoder.use_cpu_algorithms()
+            model.to(memory_format=torch.channels_last)
+        if self.compile:
+            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
+            # the network would silently run uncompiled.
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
+            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
+            options: dict[str, bool] | None = {"freezing": True} if self.device.type == "cpu" else None
+            model.encoder.compile(options=options)
+            model.decoder.compile(options=options)
+        return model
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
                         **kwargs: object) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
         return cls(load_network(checkpoint), device=device, **kwargs)
-
-    def adapted(self, image: ImageLike, mask: MaskLike,
-                settings: AdaptSettings | None = None) -> tuple[VideoPredictor, AdaptReport]:
-        """A predictor for one video, its network fine-tuned on an annotated frame of it.
-
-        The trainable parts of a copy of the network (keys and decoder) are fine-tuned on
-        pseudo-videos of the frame (:func:`emvos.inference.adapt.adapt_network`) at the working
-        resolution; this predictor is not changed. The new one has the same options.
-
-        Args:
-            image: ``(H, W, 3) uint8`` RGB frame (or a PIL image).
-            mask: ``(H, W)`` object ids of that frame.
-            settings: steps, learning rate and augmentation (default :class:`AdaptSettings`).
-
-        Returns:
-            The adapted predictor, and what the adaptation did.
-
-        Raises:
-            ValueError: the mask has no object or another size than the frame.
-        """
-        frame, labels = _as_image(image), _as_labels(mask)
-        if frame.shape[:2] != labels.shape:
-            raise ValueError(f"frame {frame.shape[:2]} and mask {labels.shape} differ in size")
-        geometry = Geometry.for_frames(labels.shape, self.resolution, self.model.stride)
-        pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
-        ids = torch.from_numpy(labels).to(self.device)[None, None].float()
-        network, report = adapt_network(self.reference, geometry.image(pixels)[0],
-                                        geometry.mask(ids)[0, 0].long(), settings or AdaptSettings())
-        return VideoPredictor(network, **self._options), report
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
@@ -354,6 +336,11 @@ class VideoPredictor:
         given_ids = [[] if given is None else [int(i) for i in np.unique(given) if i != 0] for given in givens]
         # Frames before the first object need no work; all from the first given object on do.
         first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
+        if self.adapt is not None and state.network is None and first < len(frames):
+            if first > 0:  # frames before the first mask, then the rest with the adapted network
+                return (self.step_many(state, frames[:first], givens[:first])
+                        + self.step_many(state, frames[first:], givens[first:]))
+            state.network, state.adaptation = self._adapted(state.geometry, frames[0], givens[0])
         predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
                        for i in range(first)]
         state.next_index += first
@@ -394,8 +381,9 @@ class VideoPredictor:
             valid until the next call).
         """
         pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
+        network = state.network or self.model
         if not self.cuda_graphs:
-            batch = self._embed(state.geometry, pixels.to(self.device))
+            batch = self._embed(network, state.geometry, pixels.to(self.device))
         else:
             size = min(1 << (len(frames) - 1).bit_length(), self.lookahead)
             if size > len(frames):
@@ -404,16 +392,26 @@ class VideoPredictor:
             if graph is None:
                 geometry = state.geometry
                 graph = state.embed_graphs[size] = StaticGraph(
-                    lambda inputs: _embedding_tensors(self._embed(geometry, inputs[0])), [pixels], self.device)
+                    lambda inputs: _embedding_tensors(self._embed(network, geometry, inputs[0])), [pixels], self.device)
             batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
         return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
                                batch.grid) for i in range(len(frames))]
 
-    def _embed(self, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
+    def _embed(self, network: EMVOS, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
         """Encode ``(K, H, W, 3) uint8`` frames on the device at the video's working geometry."""
         x = pixels.permute(0, 3, 1, 2).float().div_(255)
         with self._autocast():
-            return self.model.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
+            return network.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
+
+    def _adapted(self, geometry: Geometry, frame: np.ndarray, labels: np.ndarray) -> tuple[EMVOS, AdaptReport]:
+        """A prepared copy of the network adapted to ``(H, W, 3) uint8`` ``frame`` and its ``(H, W)`` ids."""
+        assert self.adapt is not None
+        with torch.inference_mode(False), torch.enable_grad():  # step_many runs in inference mode
+            pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+            ids = torch.from_numpy(labels).to(self.device)[None, None].float()
+            network, report = adapt_network(self.reference, geometry.image(pixels)[0],
+                                            geometry.mask(ids)[0, 0].long(), self.adapt)
+        return self._prepare(network), report
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
@@ -474,13 +472,14 @@ class VideoPredictor:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
         if not state.object_ids:
             return None
+        network = state.network or self.model
         with self._autocast():
-            first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
+            first_parts = [network.match(query, g.ref, "first", self.bijective) for g in state.groups]
             first = {b: torch.cat([p[b] for p in first_parts], dim=1) for b in first_parts[0]}
             if state.slot_order is not None:
                 first = {b: scores[:, state.slot_order] for b, scores in first.items()}
-            matched = self.model.match(query, prev, "prev", self.bijective)
-            logits = self.model.decode(query, first, matched, prev.mask)
+            matched = network.match(query, prev, "prev", self.bijective)
+            logits = network.decode(query, first, matched, prev.mask)
         return F.softmax(logits[0].float(), dim=1)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
