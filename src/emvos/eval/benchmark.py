@@ -9,6 +9,9 @@ frames of all sequences (the first included, as in the paper's protocol on DAVIS
   aggregation, and turning the input and output into arrays — not reading or writing files);
 * **end-to-end fps**: frames / wall time from opening a sequence to its last PNG on disk.
 
+With test-time adaptation (``--adapt``, on by default), the time to adapt to each sequence's first
+mask is counted in both.
+
 Sequences can be split over processes: ``--shard i/n`` runs every n-th sequence starting at i and
 writes its timings to ``OUT/timings/``; ``--merge`` (or the rank-0 process of a ``torchrun``
 launch, which shards automatically) combines them and scores the whole split.
@@ -127,6 +130,7 @@ def run_info(args: argparse.Namespace, predictor: VideoPredictor) -> dict[str, o
         "matching": args.matching or predictor.model.config.matching,
         "encoder": predictor.model.config.encoder,
         "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
+        "adapt_steps": predictor.adapt.steps if predictor.adapt else 0,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(predictor.device),
     }

@@ -43,6 +43,10 @@ class AdaptSettings:
         degrees, scale, shear, translate: ranges of each variant's random affine warp (rotation and
             shear in degrees, scale as a factor, shift as a fraction of the frame's side).
         brightness, contrast: largest relative change of each variant's brightness and contrast.
+        keys: also fine-tune the key projections. Without them only the decoder changes, so the
+            keys of references taken before adapting stay valid (a video can adapt again mid-way).
+        dice: weight of a soft Dice loss added to the cross-entropy. Cross-entropy counts pixels, so
+            a small object barely moves it; Dice counts each predicted frame's object as a whole.
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -58,6 +62,8 @@ class AdaptSettings:
     translate: float = 0.08
     brightness: float = 0.2
     contrast: float = 0.2
+    keys: bool = True
+    dice: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -194,6 +200,14 @@ def _crop_features(features: Features, index: Tensor, top: int, left: int, heigh
     return Features(cut(features.s4, 4), cut(features.s8, 8), cut(features.s16, 16))
 
 
+def _dice_loss(logits: Tensor, masks: Tensor) -> Tensor:
+    """Mean soft Dice loss of ``(B, L, 2, h, w)`` logits against ``(B, L, h, w)`` 0/1 masks, per frame."""
+    fg = F.softmax(logits, dim=2)[:, :, 1].flatten(2)
+    target = masks.flatten(2).to(fg.dtype)
+    overlap = (fg * target).sum(-1)
+    return (1 - (2 * overlap + 1) / (fg.sum(-1) + target.sum(-1) + 1)).mean()
+
+
 def _encode(network: EMVOS, images: Tensor, batch: int = 4) -> Features:
     """The frozen encoder's features of ``(N, 3, H, W)`` images, ``batch`` at a time."""
     with torch.no_grad():
@@ -226,7 +240,8 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     if not object_ids:
         raise ValueError("the annotated frame has no object to adapt to")
     adapted = copy.deepcopy(network).eval()
-    trainable = [p for name, p in adapted.named_parameters() if not name.startswith("encoder.")]
+    tuned = ("keys.", "decoder.") if settings.keys else ("decoder.",)
+    trainable = [p for name, p in adapted.named_parameters() if name.startswith(tuned)]
     if settings.steps == 0:
         return adapted, AdaptReport(0, math.nan, math.nan, time.perf_counter() - start)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -247,6 +262,8 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
             for t in range(settings.clip_len))
         logits = adapted.unroll(frames, masks[:, 0])  # (B, L - 1, 2, h, w)
         loss = F.cross_entropy(logits.flatten(0, 1), masks[:, 1:].flatten(0, 1))
+        if settings.dice:
+            loss = loss + settings.dice * _dice_loss(logits, masks[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
