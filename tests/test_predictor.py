@@ -7,6 +7,8 @@ import weakref
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
@@ -15,7 +17,8 @@ from emvos.inference.graph import StaticGraph
 from emvos.inference.predictor import VideoPredictor, VideoState
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.decoder import WINOGRAD_MIN_WIDTH
-from emvos.model.network import EMVOS
+from emvos.model.matching import downsample_mask
+from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
 H, W = 48, 80
 
@@ -303,3 +306,50 @@ def test_compiling_allows_a_shape_per_resolution_and_object_count(predictor: Vid
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     VideoPredictor(predictor.model, device="cpu", compile=True)  # compiles lazily, at the first frame
     assert torch._dynamo.config.recompile_limit >= 64
+
+
+def _reference_labels(model: EMVOS, frames: list[np.ndarray], first: np.ndarray) -> list[np.ndarray]:
+    """Labels of frames 1.. by the network's definition, in the network's dtype: each frame matched
+    against frame 0 and the previous frame, decoded, softmaxed, aggregated and argmaxed."""
+    dtype = next(model.parameters()).dtype
+    ids = [int(i) for i in np.unique(first) if i != 0]
+    lut = torch.tensor([0, *ids])
+
+    def embed(frame: np.ndarray) -> FrameEmbedding:
+        return model.embed(torch.from_numpy(frame).permute(2, 0, 1)[None].to(dtype) / 255)
+
+    def reference(query: FrameEmbedding, probs: Tensor) -> Reference:  # probs: (O, 2, H, W)
+        return Reference(query.keys, downsample_mask(probs, model.stride).flatten(2)[None])
+
+    given = torch.from_numpy(first)
+    fg = torch.stack([(given == i).to(dtype) for i in ids])
+    query = embed(frames[0])
+    first_ref = prev = reference(query, torch.stack([1 - fg, fg], dim=1))
+    labels = []
+    with torch.no_grad():
+        for frame in frames[1:]:
+            query = embed(frame)
+            logits = model.decode(query, model.match(query, first_ref, "first"), model.match(query, prev, "prev"),
+                                  prev.mask)
+            agg = aggregate(F.softmax(logits[0], dim=1))
+            labels.append(lut[agg.argmax(dim=0)].numpy().astype(np.uint8))
+            prev = reference(query, torch.stack([1 - agg[1:], agg[1:]], dim=1))
+    return labels
+
+
+def test_float64_networks_predict_in_float64_on_nearly_tied_objects() -> None:
+    """A float64 network's masks are its float64 definition's, pixel for pixel. Random weights make
+    the objects' probabilities nearly tie (the decoder's features swamp its object inputs), so any
+    rounding to float32 on the way moves pixels from one object to another."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None).double().eval()
+    frames = _frames(5, seed=11)
+    first = _mask({1: (0, 24, 0, 40), 2: (0, 24, 40, 80), 3: (24, 48, 0, 40), 4: (24, 48, 40, 80)})
+    pred = VideoPredictor(model, device="cpu", resolution=0, optimize=False)
+    state = pred.init_state(frames)
+    pred.add_mask(state, 0, first)
+    ours = [p.labels for p in pred.propagate(state)][1:]
+    expected = _reference_labels(model, frames, first)
+    assert all(len(np.unique(labels)) > 2 for labels in expected)  # several objects win pixels
+    for got, want in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(got, want)

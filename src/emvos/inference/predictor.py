@@ -46,6 +46,8 @@ from emvos.model.network import EMVOS, FrameEmbedding, Reference
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
+#: Dtypes whose logits are upcast to float32 before the softmax.
+LOW_PRECISIONS = (torch.bfloat16, torch.float16)
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
 #: The model shipped inside the package, used when no checkpoint is given.
@@ -448,7 +450,10 @@ class VideoPredictor:
                 first = {b: scores[:, state.slot_order] for b, scores in first.items()}
             matched = self.model.match(query, prev, "prev", self.bijective)
             logits = self.model.decode(query, first, matched, prev.mask)
-        return F.softmax(logits[0].float(), dim=1)
+        logits = logits[0]
+        if logits.dtype in LOW_PRECISIONS:  # autocast's outputs; a float64 network keeps its precision
+            logits = logits.float()
+        return F.softmax(logits, dim=1)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
                    probs: Tensor | None) -> Tensor:
