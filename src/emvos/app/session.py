@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from emvos.app.jobs import JobRunner, JobStatus, Progress
-from emvos.app.workspace import Workspace, atomic_file
+from emvos.app.workspace import Workspace
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, VIDEO_EXTENSIONS, LabelWriter, OverlayWriter, open_frames
+from emvos.io.files import atomic_file
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
