@@ -14,7 +14,7 @@ from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
-from emvos.inference.predictor import VideoPredictor, VideoState
+from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.decoder import WINOGRAD_MIN_WIDTH
 from emvos.model.matching import downsample_mask
@@ -353,3 +353,41 @@ def test_float64_networks_predict_in_float64_on_nearly_tied_objects() -> None:
     assert all(len(np.unique(labels)) > 2 for labels in expected)  # several objects win pixels
     for got, want in zip(ours, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_propagate_goes_backward_or_over_chosen_frames_with_masks_by_index(predictor: VideoPredictor) -> None:
+    frames = _frames(5, seed=12)
+    last, middle = _mask({2: (5, 25, 5, 35)}), _mask({6: (30, 45, 50, 75)})
+    backward = list(predictor.propagate(predictor.init_state(), frames, {4: last, 1: middle}, direction="backward"))
+    stepped_state = predictor.init_state()
+    stepped = [predictor.step(stepped_state, frames[i], {4: last, 1: middle}.get(i)) for i in (4, 3, 2, 1, 0)]
+    assert [p.index for p in backward] == [4, 3, 2, 1, 0]
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(backward, stepped, strict=True))
+    assert backward[-1].object_ids == (2, 6)
+    chosen = list(predictor.propagate(predictor.init_state(), frames, {4: last}, indices=[4, 0, 1]))
+    assert [p.index for p in chosen] == [4, 0, 1]
+    assert np.array_equal(chosen[1].labels, stepped[1].labels)  # frame 0 second, as frame 3 was
+    with pytest.raises(ValueError, match="direction"):
+        list(predictor.propagate(predictor.init_state(), frames, direction="sideways"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sequence"):
+        list(predictor.propagate(predictor.init_state(), iter(frames), direction="backward"))
+    with pytest.raises(ValueError, match="frames"):
+        list(predictor.propagate(predictor.init_state()))
+
+
+def test_propagate_reports_each_frame_and_stops_when_the_callback_raises(predictor: VideoPredictor) -> None:
+    frames = _frames(5, seed=13)
+    seen: list[tuple[int, float]] = []
+
+    def on_frame(prediction: FramePrediction, seconds: float) -> None:
+        seen.append((prediction.index, seconds))
+        if prediction.index == 3:
+            raise KeyboardInterrupt
+
+    yielded = []
+    with pytest.raises(KeyboardInterrupt):
+        for prediction in predictor.propagate(predictor.init_state(), frames, {1: _mask({1: (5, 20, 5, 30)})},
+                                              on_frame=on_frame):
+            yielded.append(prediction.index)
+    assert [index for index, _ in seen] == [0, 1, 2, 3] and yielded == [0, 1, 2]
+    assert seen[0][1] == 0.0 and all(seconds > 0 for _, seconds in seen[1:])  # no work before the first object
