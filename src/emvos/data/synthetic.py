@@ -39,7 +39,8 @@ from PIL import Image
 from emvos.data.base import ClipDataset, Sample, SampleSkipped, read_rgb
 from emvos.data.transforms import CROP_RATIO, CROP_SCALE, Labels
 from emvos.errors import EmvosInputError
-from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, natural_sort_key
+from emvos.io import FRAME_EXTENSIONS, natural_sort_key
+from emvos.io.masks import write_label_png
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -705,13 +706,6 @@ def render_distractor_video(rng: np.random.Generator, settings: DistractorSettin
 
 
 # -- on disk ----------------------------------------------------------------------------------------
-def _save_labels(labels: npt.NDArray[np.uint8], path: Path) -> None:
-    """Write ``(H, W)`` ids as a DAVIS palette PNG."""
-    image = Image.fromarray(labels)
-    image.putpalette(DAVIS_PALETTE)  # an L image with a palette becomes a P image with the same indices
-    image.save(path)
-
-
 def write_distractor_benchmark(out: str | Path, *, videos: int, length: int, settings: DistractorSettings,
                                seed: int, size: tuple[int, int] = (480, 854),
                                texture_source: str | Path | None = None, split: str = "val",
@@ -773,8 +767,8 @@ def write_distractor_benchmark(out: str | Path, *, videos: int, length: int, set
             folder.mkdir(parents=True)
         for t in range(length):
             Image.fromarray(video.frames[t]).save(folders[0] / f"{t:05d}.jpg", quality=JPEG_QUALITY)
-            _save_labels(video.labels[t], folders[1] / f"{t:05d}.png")
-            _save_labels(video.distractors[t], folders[2] / f"{t:05d}.png")
+            write_label_png(folders[1] / f"{t:05d}.png", video.labels[t])
+            write_label_png(folders[2] / f"{t:05d}.png", video.distractors[t])
         sequences.append({"name": name, "mean_occlusion": [round(float(x), 4) for x in video.occlusion.mean(0)]})
         if progress is not None:
             progress(name)

@@ -39,7 +39,7 @@ from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import VideoPredictor, chunks
+from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.io import LabelWriter, open_frames, read_mask
 from emvos.io.files import write_text_atomically
 
@@ -63,18 +63,13 @@ class SequenceTiming:
     total_seconds: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def segment_sequence(
     predictor: VideoPredictor, frames_dir: Path, mask_path: Path, out_dir: Path, max_frames: int | None = None
 ) -> SequenceTiming:
     """Segment one DAVIS sequence from its first-frame mask and write its PNGs into ``out_dir``.
 
     Frames go to the predictor in chunks of its ``lookahead``; model time is the time in
-    :meth:`VideoPredictor.step_many`.
+    :meth:`VideoPredictor.step_many`, as :meth:`VideoPredictor.propagate` reports it.
     """
     start = time.perf_counter()
     frames = open_frames(frames_dir)
@@ -82,16 +77,16 @@ def segment_sequence(
     state = predictor.init_state()
     model_seconds = 0.0
     count = 0
+
+    def timed(_: FramePrediction, seconds: float) -> None:
+        nonlocal model_seconds
+        model_seconds += seconds
+
+    images = (frame.image for frame in itertools.islice(frames, max_frames))
     with LabelWriter(out_dir, mask.palette, mask.mode) as writer:
-        for chunk in chunks(itertools.islice(frames, max_frames), predictor.lookahead):
-            t0 = time.perf_counter()
-            preds = predictor.step_many(state, [f.image for f in chunk],
-                                        [mask.labels if f.index == 0 else None for f in chunk])
-            _sync(predictor.device)
-            model_seconds += time.perf_counter() - t0
-            for frame, pred in zip(chunk, preds, strict=True):
-                writer.write(frame.name, pred.labels)
-            count += len(chunk)
+        for pred in predictor.propagate(state, images, {0: mask.labels}, on_frame=timed):
+            writer.write(frames.frame_name(pred.index), pred.labels)
+            count += 1
     return SequenceTiming(frames_dir.name, count, len(mask.object_ids), model_seconds, time.perf_counter() - start)
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
-from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.io import Frame, LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
@@ -121,31 +123,34 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
         raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
     predictor = build_predictor(args)
-    from emvos.inference.predictor import chunks
-
     first_mask = masks[min(masks)][1]
     state = predictor.init_state()
     seen: set[int] = set()
     count = 0
     start = time.perf_counter()
+    decoded: dict[int, Frame] = {}  # frames read ahead, until their prediction comes back
+
+    def images() -> Iterator[np.ndarray]:
+        for frame in frames:
+            decoded[frame.index] = frame
+            yield frame.image
+
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode))
         overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size,
                                                      palette=first_mask.palette))
                    if args.overlay else None)
         bar = stack.enter_context(tqdm(total=frames.num_frames, unit="frame", disable=args.quiet, desc="segment"))
-        for chunk in chunks(frames, predictor.lookahead):
-            given = [masks.get(frame.index) for frame in chunk]
-            preds = predictor.step_many(state, [frame.image for frame in chunk],
-                                        [None if g is None else g[1].labels for g in given])
-            for frame, pred in zip(chunk, preds, strict=True):
-                writer.write(frame.name, pred.labels)
-                if overlay is not None:
-                    overlay.write(frame.image, pred.labels)
-                seen.update(pred.object_ids)
-            count += len(chunk)
-            bar.update(len(chunk))
-            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(preds[-1].object_ids))
+        for pred in predictor.propagate(state, images(), {index: mask.labels for index, (_, mask) in masks.items()}):
+            frame = decoded.pop(pred.index)
+            writer.write(frame.name, pred.labels)
+            if overlay is not None:
+                overlay.write(frame.image, pred.labels)
+            seen.update(pred.object_ids)
+            count += 1
+            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(pred.object_ids),
+                            refresh=False)
+            bar.update(1)
     elapsed = time.perf_counter() - start
     if state.adaptation is not None:
         print(f"adapted to the first mask: {state.adaptation.steps} steps in {state.adaptation.seconds:.1f} s")

@@ -13,19 +13,21 @@ Example::
     state = predictor.init_state(frames)          # any iterable of (H, W, 3) uint8 RGB frames
     predictor.add_mask(state, 0, first_mask)      # (H, W) uint8 object ids
     predictor.add_mask(state, 40, later_mask)     # objects that appear later
-    for pred in predictor.propagate(state):
+    for pred in predictor.propagate(state):   # or propagate(state, frames, {0: first_mask, 40: later_mask})
         save(pred.index, pred.labels)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
+import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +49,8 @@ from emvos.model.network import EMVOS, FrameEmbedding, Reference
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
+#: Dtypes whose logits are upcast to float32 before the softmax.
+LOW_PRECISIONS = (torch.bfloat16, torch.float16)
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
 #: The model shipped inside the package, used when no checkpoint is given.
@@ -55,6 +59,9 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite
 ImageLike = np.ndarray | Image.Image
 T = TypeVar("T")
 MaskLike = np.ndarray | Image.Image
+Direction = Literal["forward", "backward"]
+#: The orders :meth:`VideoPredictor.propagate` segments a video in.
+DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
 
 
 @dataclass(frozen=True)
@@ -275,16 +282,67 @@ class VideoPredictor:
         return [int(i) for i in np.unique(labels) if i != 0]
 
     # -- inference ------------------------------------------------------------------------------
-    def propagate(self, state: VideoState) -> Iterator[FramePrediction]:
-        """Segment the state's frames in order, applying masks added with :meth:`add_mask`.
+    def propagate(self, state: VideoState, frames: Iterable[ImageLike] | None = None,
+                  masks: Mapping[int, MaskLike] | None = None, *, direction: Direction = "forward",
+                  indices: Iterable[int] | None = None,
+                  on_frame: Callable[[FramePrediction, float], None] | None = None) -> Iterator[FramePrediction]:
+        """Segment a video's frames one after another: the one per-frame loop of every command.
 
-        Frames are read :attr:`lookahead` at a time (see :meth:`step_many`).
+        Frames are read :attr:`lookahead` at a time and segmented by :meth:`step_many`; the masks
+        are the same as stepping frame by frame in that order.
+
+        Args:
+            state: the video's state (updated in place).
+            frames: ``(H, W, 3) uint8`` RGB frames (or PIL images) in video order; ``None``: those
+                given to :meth:`init_state`. Read lazily when segmented forward; backward or over
+                chosen ``indices``, a sequence (``len`` and indexing).
+            masks: ``(H, W)`` object ids given at some frames, by frame index (masks added with
+                :meth:`add_mask` count as given at their index too).
+            direction: ``forward`` (first to last frame) or ``backward`` (last to first: the
+                predictor sees the reversed video).
+            indices: the frames to segment, in this order, instead of ``direction``'s (e.g. a few
+                annotated frames replayed before a stretch of the video).
+            on_frame: called with each prediction, before it is yielded, and the model's seconds
+                spent on it (its chunk's time, measured after the device finished, shared among the
+                chunk's frames that had objects; 0 for the others). It may raise to stop the loop.
+
+        Yields:
+            One prediction per frame, in processing order; :attr:`FramePrediction.index` is the
+            frame's index in ``frames``.
+
+        Raises:
+            ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
+                given, or ``frames`` that cannot be indexed where they must be.
         """
-        if state.frames is None:
-            raise ValueError("this state has no frames; pass them to init_state(frames)")
-        for chunk in chunks(state.frames, self.lookahead):
-            masks = [state.pending.pop(state.next_index + i, None) for i in range(len(chunk))]
-            yield from self.step_many(state, chunk, masks)
+        frames = state.frames if frames is None else frames
+        if frames is None:
+            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        given = {**state.pending, **(masks or {})}
+        state.pending.clear()
+        if indices is None and direction == "forward":
+            numbered: Iterable[tuple[int, ImageLike]] = enumerate(frames)
+        else:
+            if indices is not None and direction != "forward":
+                raise ValueError("direction and indices: give one of them (indices set the order themselves)")
+            if not isinstance(frames, Sequence):
+                raise ValueError("frames must be a sequence (len and indexing) to propagate backward or over indices")
+            order = range(len(frames) - 1, -1, -1) if indices is None else indices
+            numbered = ((index, frames[index]) for index in order)
+        for chunk in chunks(numbered, self.lookahead):
+            start = time.perf_counter()
+            predictions = self.step_many(state, [image for _, image in chunk],
+                                         [given.pop(index, None) for index, _ in chunk])
+            if on_frame is not None and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            working = sum(1 for prediction in predictions if prediction.object_ids)
+            for (index, _), prediction in zip(chunk, predictions, strict=True):
+                prediction = dataclasses.replace(prediction, index=index)
+                if on_frame is not None:
+                    on_frame(prediction, seconds / working if prediction.object_ids else 0.0)
+                yield prediction
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
@@ -480,7 +538,10 @@ class VideoPredictor:
                 first = {b: scores[:, state.slot_order] for b, scores in first.items()}
             matched = network.match(query, prev, "prev", self.bijective)
             logits = network.decode(query, first, matched, prev.mask)
-        return F.softmax(logits[0].float(), dim=1)
+        logits = logits[0]
+        if logits.dtype in LOW_PRECISIONS:  # autocast's outputs; a float64 network keeps its precision
+            logits = logits.float()
+        return F.softmax(logits, dim=1)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
                    probs: Tensor | None) -> Tensor:
