@@ -259,9 +259,13 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        **kwargs: object) -> VideoPredictor:
-        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
-        return cls(load_network(checkpoint), device=device, **kwargs)
+                        adapt: AdaptSettings | None = AdaptSettings(), **kwargs: object) -> VideoPredictor:
+        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos.
+
+        Adapts to each video's first mask as ``emvos segment`` does (``adapt=None`` turns it off);
+        the other keyword arguments are the constructor's.
+        """
+        return cls(load_network(checkpoint), device=device, adapt=adapt, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
