@@ -24,7 +24,9 @@ from torch import Tensor
 
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS
 from emvos.model.encoders.base import Features
-from emvos.model.network import EMVOS
+from emvos.inference.aggregate import aggregate
+from emvos.model.matching import downsample_mask
+from emvos.model.network import EMVOS, Reference
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class AdaptSettings:
         brightness, contrast: largest relative change of each variant's brightness and contrast.
         keys: also fine-tune the key projections. Without them only the decoder changes, so the
             keys of references taken before adapting stay valid (a video can adapt again mid-way).
-        dice: weight of a soft Dice loss added to the cross-entropy. Cross-entropy counts pixels, so
-            a small object barely moves it; Dice counts each predicted frame's object as a whole.
+        joint: each clip tracks every object visible in its window together, their predictions
+            combined by soft aggregation as in inference, so that neighbouring objects learn to
+            keep apart; otherwise each clip tracks one object alone, as in training.
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -63,7 +66,7 @@ class AdaptSettings:
     brightness: float = 0.2
     contrast: float = 0.2
     keys: bool = True
-    dice: float = 0.0
+    joint: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -200,12 +203,41 @@ def _crop_features(features: Features, index: Tensor, top: int, left: int, heigh
     return Features(cut(features.s4, 4), cut(features.s8, 8), cut(features.s16, 16))
 
 
-def _dice_loss(logits: Tensor, masks: Tensor) -> Tensor:
-    """Mean soft Dice loss of ``(B, L, 2, h, w)`` logits against ``(B, L, h, w)`` 0/1 masks, per frame."""
-    fg = F.softmax(logits, dim=2)[:, :, 1].flatten(2)
-    target = masks.flatten(2).to(fg.dtype)
-    overlap = (fg * target).sum(-1)
-    return (1 - (2 * overlap + 1) / (fg.sum(-1) + target.sum(-1) + 1)).mean()
+def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor,
+                window: tuple[int, int, int, int]) -> Tensor:
+    """Cross-entropy of one clip whose visible objects are tracked together, as inference does.
+
+    Args:
+        network: the network being adapted.
+        features: the cached features of every variant.
+        ids: ``(V, H, W)`` object ids of every variant.
+        order: ``(L,)`` the clip's variants; the first one is given.
+        window: ``(top, left, height, width)`` crop, aligned to the stride.
+
+    Returns:
+        The mean over the predicted frames of the pixel-wise cross-entropy of the aggregated
+        ``(O + 1)``-way distribution (objects outside the given frame's window count as background).
+    """
+    top, left, height, width = window
+    crops = ids[order, top:top + height, left:left + width]  # (L, h, w)
+    objects = [int(i) for i in torch.unique(crops[0]) if i != 0]
+    lut = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=ids.device)
+    lut[torch.tensor(objects, device=ids.device)] = torch.arange(1, len(objects) + 1, device=ids.device)
+    targets = lut[crops]  # (L, h, w) in 0..O
+    one_hot = F.one_hot(targets[0], len(objects) + 1).permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
+    embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *window))
+                  for t in range(len(order))]
+    first = Reference(embeddings[0].keys, downsample_mask(torch.stack([1 - one_hot, one_hot], 1),
+                                                          network.stride).flatten(2)[None])
+    prev, losses = first, []
+    for t, query in enumerate(embeddings[1:], start=1):
+        logits = network.decode(query, network.match(query, first, "first"), network.match(query, prev, "prev"),
+                                prev.mask)[0]  # (O, 2, h, w)
+        probs = aggregate(F.softmax(logits, dim=1))  # (O + 1, h, w)
+        losses.append(F.nll_loss(probs.clamp_min(1e-7).log()[None], targets[t][None]))
+        fg = probs[1:]
+        prev = Reference(query.keys, downsample_mask(torch.stack([1 - fg, fg], 1), network.stride).flatten(2)[None])
+    return torch.stack(losses).mean()
 
 
 def _encode(network: EMVOS, images: Tensor, batch: int = 4) -> Features:
@@ -255,15 +287,10 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     for _ in range(settings.steps):
         clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
-        masks = torch.stack([(ids[order, top:top + size_h, left:left + size_w] == oid)
-                             for order, oid, (top, left, size_h, size_w) in clips]).long()  # (B, L, h, w)
-        frames = (adapted.embed_features(Features(*(torch.cat(level) for level in zip(
-            *(_crop_features(features, order[t:t + 1], *window) for order, _, window in clips), strict=True))))
-            for t in range(settings.clip_len))
-        logits = adapted.unroll(frames, masks[:, 0])  # (B, L - 1, 2, h, w)
-        loss = F.cross_entropy(logits.flatten(0, 1), masks[:, 1:].flatten(0, 1))
-        if settings.dice:
-            loss = loss + settings.dice * _dice_loss(logits, masks[:, 1:])
+        if settings.joint:
+            loss = torch.stack([_joint_loss(adapted, features, ids, order, window) for order, _, window in clips]).mean()
+        else:
+            loss = _one_object_loss(adapted, features, ids, clips)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -274,3 +301,15 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     report = AdaptReport(len(losses), sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth,
                          time.perf_counter() - start)
     return adapted, report
+
+
+def _one_object_loss(network: EMVOS, features: Features, ids: Tensor,
+                     clips: list[tuple[Tensor, int, tuple[int, int, int, int]]]) -> Tensor:
+    """Cross-entropy of clips that each track one object alone (:meth:`EMVOS.unroll`, as training does)."""
+    masks = torch.stack([(ids[order, top:top + size_h, left:left + size_w] == oid)
+                         for order, oid, (top, left, size_h, size_w) in clips]).long()  # (B, L, h, w)
+    frames = (network.embed_features(Features(*(torch.cat(level) for level in zip(
+        *(_crop_features(features, order[t:t + 1], *window) for order, _, window in clips), strict=True))))
+        for t in range(len(clips[0][0])))
+    logits = network.unroll(frames, masks[:, 0])  # (B, L - 1, 2, h, w)
+    return F.cross_entropy(logits.flatten(0, 1), masks[:, 1:].flatten(0, 1))
