@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from emvos.errors import EmvosInputError
+from emvos.errors import ParameterError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
@@ -44,6 +44,7 @@ from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
+from emvos.runtime import allow_compiled_shapes
 
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
@@ -112,8 +113,8 @@ def load_network(checkpoint: str | Path | None = None) -> EMVOS:
     """The network of an emvos or official EMVOS checkpoint, or the model shipped with emvos (``None``)."""
     if checkpoint is None:
         if not SHIPPED_MODEL.is_file():
-            raise EmvosInputError("this emvos install ships no trained model yet; pass --checkpoint FILE "
-                                  "(an emvos checkpoint or the official EMVOS weights)")
+            raise ParameterError("checkpoint", "missing, and this emvos install ships no trained model yet; pass "
+                                               "an emvos checkpoint or the official EMVOS weights")
         checkpoint = SHIPPED_MODEL
     return load_model(checkpoint)
 
@@ -187,7 +188,8 @@ class VideoPredictor:
             (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
-            freezing, which pre-packs the weights for its convolution kernels).
+            freezing, which pre-packs the weights for its convolution kernels). Raises PyTorch's
+            process-wide limit of compiled shapes (:func:`emvos.runtime.allow_compiled_shapes`).
         cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
             video (again whenever objects are given): one launch per frame instead of about a thousand
             operations, the same kernels and results. The capture costs about three frames' time.
@@ -201,21 +203,21 @@ class VideoPredictor:
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
                  compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1) -> None:
         if bijective is not None and "sm" not in model.config.branches:
-            raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
-                                  f"the {model.config.matching} branch; use a model trained with sm")
+            raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
+                                              f"{model.config.matching} branch; use a model trained with sm")
         if resolution < 0:
-            raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {resolution}")
+            raise ParameterError("resolution", f"must be 0 (keep) or a positive shorter side, got {resolution}")
         if precision not in AUTOCAST_DTYPES:
-            raise EmvosInputError(f"--precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+            raise ParameterError("precision", f"must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise EmvosInputError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+            raise ParameterError("precision", "fp16 needs a CUDA device; use bf16 on the CPU")
         if cuda_graphs and self.device.type != "cuda":
-            raise EmvosInputError(f"--cuda-graphs needs a CUDA device, not {self.device}; leave it out on the CPU")
+            raise ParameterError("cuda_graphs", f"needs a CUDA device, not {self.device}; leave it out on the CPU")
         if lookahead < 1:
-            raise EmvosInputError(f"--lookahead must be at least 1 frame, got {lookahead}")
+            raise ParameterError("lookahead", f"must be at least 1 frame, got {lookahead}")
         if cuda_graphs and compile:
-            raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
+            raise ParameterError(("cuda_graphs", "compile"), "both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
         if optimize or compile:  # the caller's network is left as it is
             model = copy.deepcopy(model)
@@ -228,8 +230,7 @@ class VideoPredictor:
         if compile:
             # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
             # the network would silently run uncompiled.
-            dynamo = torch._dynamo.config
-            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
+            allow_compiled_shapes(COMPILED_SHAPES)
             # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
             options = {"freezing": True} if self.device.type == "cpu" else None
             model.encoder.compile(options=options)
