@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError, ParameterError
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import Frame, LabelWriter, OverlayWriter, collect_masks, open_frames
