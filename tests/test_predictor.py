@@ -391,3 +391,15 @@ def test_propagate_reports_each_frame_and_stops_when_the_callback_raises(predict
             yielded.append(prediction.index)
     assert [index for index, _ in seen] == [0, 1, 2, 3] and yielded == [0, 1, 2]
     assert seen[0][1] == 0.0 and all(seconds > 0 for _, seconds in seen[1:])  # no work before the first object
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"resolution": -1}, "^resolution must be 0"),
+    ({"precision": "fp8"}, "^precision must be one of"),
+    ({"lookahead": 0}, "^lookahead must be at least 1 frame"),
+    ({"cuda_graphs": True}, "^cuda_graphs needs a CUDA device"),
+])
+def test_the_library_names_its_parameters_not_flags(predictor: VideoPredictor, kwargs: dict[str, object],
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VideoPredictor(predictor.model, device="cpu", **kwargs)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -703,6 +704,14 @@ def render_distractor_video(rng: np.random.Generator, settings: DistractorSettin
         occlusion.append([1 - visible[i] / own[i] if own[i] else 0.0 for i in by_target])
     return DistractorVideo(np.stack(frames), np.stack(labels), np.stack(distractors),
                            np.array(occlusion, np.float32))
+
+
+def parse_size(text: str, name: str = "size") -> tuple[int, int]:
+    """``WxH`` (e.g. ``854x480``) -> ``(H, W)``; raises :class:`EmvosInputError` naming ``name`` otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise EmvosInputError(f"{name} {text!r}: expected WIDTHxHEIGHT, such as 854x480")
+    return int(match.group(2)), int(match.group(1))
 
 
 # -- on disk ----------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard

@@ -58,6 +58,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import peak_memory_mb, segment_sequence, split_sequences
 from emvos.eval.davis import RESOLUTION, YEARS, available_cpus, evaluate_results
@@ -214,9 +215,10 @@ def shipped_spec(checkpoint: Path | None = None) -> ModelSpec:
         checkpoint = SHIPPED_MODEL
     config = None
     if checkpoint is None:
-        from emvos.train.config import load_config  # reads the emvos-lite preset (needs pyyaml)
+        import yaml  # the emvos-lite training preset's model section (pyyaml: the train extra)
 
-        config = load_config("emvos-lite").model
+        preset = resources.files("emvos") / "configs" / "emvos-lite.yaml"
+        config = ModelConfig.from_dict(yaml.safe_load(preset.read_text(encoding="utf-8"))["model"])
     return ModelSpec("shipped (efficientnet_lite0)", config, checkpoint)
 
 

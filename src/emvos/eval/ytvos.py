@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import run_info
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, write_shard

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from emvos.inference.aggregate import aggregate
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS
 from emvos.model.encoders.base import Features
-from emvos.inference.aggregate import aggregate
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, Reference
 
@@ -189,7 +189,9 @@ def _draw_clip(centres: list[dict[int, tuple[float, float]]], size: tuple[int, i
     def start(centre: float, window: int, side: int) -> int:
         low = max(0, math.ceil((centre - window + 1) / stride))  # first aligned start whose window holds the centre
         high = min((side - window) // stride, int(centre // stride))
-        return (low + draw(max(1, high - low + 1))) * stride if high >= low else min(low, (side - window) // stride) * stride
+        if high < low:  # no aligned window holds it (a centre at the frame's edge): the nearest one
+            return min(low, (side - window) // stride) * stride
+        return (low + draw(high - low + 1)) * stride
 
     return order, oid, (start(cy, size_h, height), start(cx, size_w, width), size_h, size_w)
 
@@ -288,7 +290,8 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
         clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
         if settings.joint:
-            loss = torch.stack([_joint_loss(adapted, features, ids, order, window) for order, _, window in clips]).mean()
+            loss = torch.stack([_joint_loss(adapted, features, ids, order, window)
+                                for order, _, window in clips]).mean()
         else:
             loss = _one_object_loss(adapted, features, ids, clips)
         optimizer.zero_grad(set_to_none=True)

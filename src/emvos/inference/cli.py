@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from emvos.cli import command_summary
-from emvos.errors import EmvosInputError
+from emvos.commands import command_summary
+from emvos.errors import EmvosInputError, ParameterError
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import Frame, LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
@@ -21,6 +21,10 @@ from emvos.model.config import BRANCH_SETS, Bijective
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
 
+#: The flag of each predictor parameter, to word the library's :class:`ParameterError` for the command line.
+PREDICTOR_FLAGS = {"checkpoint": "--checkpoint", "device": "--device", "resolution": "--resolution",
+                   "bijective": "--matching bm-kernel/bm-topk", "precision": "--precision", "compile": "--compile",
+                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead"}
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
 
@@ -77,21 +81,24 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     if args.adapt < 0:
         raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {args.adapt}")
-    model = load_network(args.checkpoint)
-    matching = args.matching
-    trained = model.config.matching
-    if matching in BRANCH_SETS and matching != trained:
-        raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
-                              f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
-    if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
-        raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
-                              "add --matching bm-kernel or bm-topk")
-    bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
-                 if matching in ("bm-kernel", "bm-topk") else None)
-    return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
-                          precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                          lookahead=getattr(args, "lookahead", 1),
-                          adapt=AdaptSettings(steps=args.adapt) if args.adapt else None)
+    try:
+        model = load_network(args.checkpoint)
+        matching = args.matching
+        trained = model.config.matching
+        if matching in BRANCH_SETS and matching != trained:
+            raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
+                                  f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
+        if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
+            raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
+                                  "add --matching bm-kernel or bm-topk")
+        bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
+                     if matching in ("bm-kernel", "bm-topk") else None)
+        return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
+                              precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                              lookahead=getattr(args, "lookahead", 1),
+                              adapt=AdaptSettings(steps=args.adapt) if args.adapt else None)
+    except ParameterError as error:
+        raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

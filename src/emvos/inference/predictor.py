@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from emvos.errors import EmvosInputError
+from emvos.errors import ParameterError
 from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
@@ -45,7 +45,10 @@ from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
+from emvos.runtime import allow_compiled_shapes
 
+#: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).
+DEFAULT_ADAPT = AdaptSettings()
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
@@ -115,8 +118,8 @@ def load_network(checkpoint: str | Path | None = None) -> EMVOS:
     """The network of an emvos or official EMVOS checkpoint, or the model shipped with emvos (``None``)."""
     if checkpoint is None:
         if not SHIPPED_MODEL.is_file():
-            raise EmvosInputError("this emvos install ships no trained model yet; pass --checkpoint FILE "
-                                  "(an emvos checkpoint or the official EMVOS weights)")
+            raise ParameterError("checkpoint", "missing, and this emvos install ships no trained model yet; pass "
+                                               "an emvos checkpoint or the official EMVOS weights")
         checkpoint = SHIPPED_MODEL
     return load_model(checkpoint)
 
@@ -190,7 +193,8 @@ class VideoPredictor:
             (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
-            freezing, which pre-packs the weights for its convolution kernels).
+            freezing, which pre-packs the weights for its convolution kernels). Raises PyTorch's
+            process-wide limit of compiled shapes (:func:`emvos.runtime.allow_compiled_shapes`).
         cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
             video (again whenever objects are given): one launch per frame instead of about a thousand
             operations, the same kernels and results. The capture costs about three frames' time.
@@ -209,21 +213,21 @@ class VideoPredictor:
                  compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
                  adapt: AdaptSettings | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
-            raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
-                                  f"the {model.config.matching} branch; use a model trained with sm")
+            raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
+                                              f"{model.config.matching} branch; use a model trained with sm")
         if resolution < 0:
-            raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {resolution}")
+            raise ParameterError("resolution", f"must be 0 (keep) or a positive shorter side, got {resolution}")
         if precision not in AUTOCAST_DTYPES:
-            raise EmvosInputError(f"--precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+            raise ParameterError("precision", f"must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise EmvosInputError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+            raise ParameterError("precision", "fp16 needs a CUDA device; use bf16 on the CPU")
         if cuda_graphs and self.device.type != "cuda":
-            raise EmvosInputError(f"--cuda-graphs needs a CUDA device, not {self.device}; leave it out on the CPU")
+            raise ParameterError("cuda_graphs", f"needs a CUDA device, not {self.device}; leave it out on the CPU")
         if lookahead < 1:
-            raise EmvosInputError(f"--lookahead must be at least 1 frame, got {lookahead}")
+            raise ParameterError("lookahead", f"must be at least 1 frame, got {lookahead}")
         if cuda_graphs and compile:
-            raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
+            raise ParameterError(("cuda_graphs", "compile"), "both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
         self.reference = model  # the caller's network: what adaptation starts from
         self.optimize, self.compile = optimize, compile
@@ -249,8 +253,7 @@ class VideoPredictor:
         if self.compile:
             # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
             # the network would silently run uncompiled.
-            dynamo = torch._dynamo.config
-            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
+            allow_compiled_shapes(COMPILED_SHAPES)
             # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
             options: dict[str, bool] | None = {"freezing": True} if self.device.type == "cpu" else None
             model.encoder.compile(options=options)
@@ -259,7 +262,7 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        adapt: AdaptSettings | None = AdaptSettings(), **kwargs: object) -> VideoPredictor:
+                        adapt: AdaptSettings | None = DEFAULT_ADAPT, **kwargs: object) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos.
 
         Adapts to each video's first mask as ``emvos segment`` does (``adapt=None`` turns it off);
