@@ -110,7 +110,7 @@ def test_predictor_adapts_at_each_videos_first_mask(network: EMVOS) -> None:
     outs = list(adapting.propagate(state))
     assert not outs[0].labels.any(), "frames before the first mask need no work"
     assert np.array_equal(outs[1].labels, labels)
-    assert state.adaptation is not None and state.adaptation.steps == 5
+    assert [a.steps for a in state.adaptations] == [5]
     assert state.network is not None and state.network is not adapting.model
     # Each video adapts on its own; the predictor's network is left as it was.
     other = adapting.init_state(frames)
@@ -124,6 +124,29 @@ def test_predictor_adapts_at_each_videos_first_mask(network: EMVOS) -> None:
     plain.add_mask(reference, 1, labels)
     list(plain.propagate(reference))
     assert not torch.equal(state.prev.mask, reference.prev.mask)
+
+
+def test_a_later_mask_adapts_the_decoder_again_and_keeps_the_keys(network: EMVOS) -> None:
+    image, labels = _scene()
+    frames = [np.roll(image, 2 * t, axis=1) for t in range(5)]
+    later = np.zeros_like(labels)
+    later[2:10, 60:76] = 9  # a new object, given at frame 3
+    settings = AdaptSettings(steps=4, variants=2)
+    for lookahead in (1, 4):  # chunks holding masks are taken a frame at a time
+        predictor = VideoPredictor(network, device="cpu", resolution=0, adapt=settings, lookahead=lookahead)
+        state = predictor.init_state(frames)
+        outs = list(predictor.propagate(state, masks={0: labels, 3: later}))
+        assert [o.index for o in outs] == list(range(5)) and outs[4].object_ids == (1, 4, 9)
+        assert len(state.adaptations) == 2
+        first_keys = {k: v for k, v in state.tuned.state_dict().items() if k.startswith("keys.")}
+        once = VideoPredictor(network, device="cpu", resolution=0, adapt=AdaptSettings(steps=4, variants=2, again=False),
+                              lookahead=lookahead)
+        single = once.init_state(frames)
+        list(once.propagate(single, masks={0: labels, 3: later}))
+        assert len(single.adaptations) == 1
+        assert all(torch.equal(v, single.tuned.state_dict()[k]) for k, v in first_keys.items()), "keys kept"
+        assert any(not torch.equal(v, single.tuned.state_dict()[k])
+                   for k, v in state.tuned.state_dict().items() if k.startswith("decoder.")), "decoder tuned again"
 
 
 def test_segment_rejects_a_negative_adapt(tmp_path) -> None:

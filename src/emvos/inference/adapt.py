@@ -47,6 +47,9 @@ class AdaptSettings:
         brightness, contrast: largest relative change of each variant's brightness and contrast.
         keys: also fine-tune the key projections. Without them only the decoder changes, so the
             keys of references taken before adapting stay valid (a video can adapt again mid-way).
+        again: whether a video adapts again at each later frame given a mask (objects that appear
+            later, a correction), on that frame's labels: its decoder only, from the video's
+            adapted network (:class:`~emvos.inference.VideoPredictor`).
         joint: each clip tracks every object visible in its window together, their predictions
             combined by soft aggregation as in inference, so that neighbouring objects learn to
             keep apart; otherwise each clip tracks one object alone, as in training.
@@ -66,6 +69,7 @@ class AdaptSettings:
     brightness: float = 0.2
     contrast: float = 0.2
     keys: bool = True
+    again: bool = True
     joint: bool = True
     seed: int = 0
 

@@ -159,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
                             refresh=False)
             bar.update(1)
     elapsed = time.perf_counter() - start
-    if state.adaptation is not None:
-        print(f"adapted to the first mask: {state.adaptation.steps} steps in {state.adaptation.seconds:.1f} s")
+    if state.adaptations:
+        print(f"adapted to {len(state.adaptations)} mask(s) in {sum(a.seconds for a in state.adaptations):.1f} s")
     print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
           f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
     return 0

@@ -111,7 +111,8 @@ class VideoState:
     graph: StaticGraph | None = None  # the propagated frame's CUDA graph, with --cuda-graphs
     embed_graphs: dict[int, StaticGraph] = field(default_factory=dict)  # the encoder's, per number of frames
     network: EMVOS | None = None  # this video's adapted network (prepared); None: the predictor's
-    adaptation: AdaptReport | None = None  # what adapting to the video's first mask did
+    tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
+    adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -204,8 +205,9 @@ class VideoPredictor:
             frames fills it. Memory grows with it; results are the same (up to float rounding).
         adapt: test-time adaptation: at the first frame of each video that is given a mask, a copy
             of the network's keys and decoder is fine-tuned on pseudo-videos of that frame
-            (:mod:`emvos.inference.adapt`) and segments that video. ``None`` (or 0 steps) uses the
-            network as it is.
+            (:mod:`emvos.inference.adapt`) and segments that video; with ``adapt.again``, each later
+            frame given a mask (new objects, a correction) tunes its decoder again on that frame's
+            labels. ``None`` (or 0 steps) uses the network as it is.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
@@ -401,11 +403,13 @@ class VideoPredictor:
         given_ids = [[] if given is None else [int(i) for i in np.unique(given) if i != 0] for given in givens]
         # Frames before the first object need no work; all from the first given object on do.
         first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
-        if self.adapt is not None and state.network is None and first < len(frames):
-            if first > 0:  # frames before the first mask, then the rest with the adapted network
-                return (self.step_many(state, frames[:first], givens[:first])
-                        + self.step_many(state, frames[first:], givens[first:]))
-            state.network, state.adaptation = self._adapted(state.geometry, frames[0], givens[0])
+        if self.adapt is not None and len(frames) > 1 and any(given_ids):
+            # Adapting changes the network at frames given a mask: take such chunks a frame at a time.
+            return [p for frame, given in zip(frames, givens, strict=True) for p in self.step_many(state, [frame], [given])]
+        has_mask = bool(given_ids and given_ids[0])
+        adapt_first = self.adapt is not None and state.tuned is None and has_mask
+        if adapt_first:
+            self._adapt(state, frames[0], givens[0], self.reference, self.adapt)
         predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
                        for i in range(first)]
         state.next_index += first
@@ -427,6 +431,11 @@ class VideoPredictor:
                 labels = np.where(given != 0, given, labels)
             predictions.append(FramePrediction(state.next_index, labels, ids))
             state.next_index += 1
+        if self.adapt is not None and self.adapt.again and has_mask and not adapt_first:
+            # A later mask (new objects, or a correction): the decoder adapts again, keys kept, so that
+            # the references already taken stay valid.
+            self._adapt(state, frames[0], predictions[0].labels, state.tuned,
+                        dataclasses.replace(self.adapt, keys=False))
         return predictions
 
     def _autocast(self) -> torch.autocast:
@@ -468,15 +477,17 @@ class VideoPredictor:
         with self._autocast():
             return network.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
 
-    def _adapted(self, geometry: Geometry, frame: np.ndarray, labels: np.ndarray) -> tuple[EMVOS, AdaptReport]:
-        """A prepared copy of the network adapted to ``(H, W, 3) uint8`` ``frame`` and its ``(H, W)`` ids."""
-        assert self.adapt is not None
+    def _adapt(self, state: VideoState, frame: np.ndarray, labels: np.ndarray, start: EMVOS,
+               settings: AdaptSettings) -> None:
+        """Adapt ``start`` to ``(H, W, 3) uint8`` ``frame`` and its ``(H, W)`` ids; the video's network from now on."""
+        assert state.geometry is not None
         with torch.inference_mode(False), torch.enable_grad():  # step_many runs in inference mode
             pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             ids = torch.from_numpy(labels).to(self.device)[None, None].float()
-            network, report = adapt_network(self.reference, geometry.image(pixels)[0],
-                                            geometry.mask(ids)[0, 0].long(), self.adapt)
-        return self._prepare(network), report
+            state.tuned, report = adapt_network(start, state.geometry.image(pixels)[0],
+                                                state.geometry.mask(ids)[0, 0].long(), settings)
+        state.network = self._prepare(state.tuned)
+        state.adaptations.append(report)
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
