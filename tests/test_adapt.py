@@ -139,8 +139,8 @@ def test_a_later_mask_adapts_the_decoder_again_and_keeps_the_keys(network: EMVOS
         assert [o.index for o in outs] == list(range(5)) and outs[4].object_ids == (1, 4, 9)
         assert len(state.adaptations) == 2
         first_keys = {k: v for k, v in state.tuned.state_dict().items() if k.startswith("keys.")}
-        once = VideoPredictor(network, device="cpu", resolution=0, adapt=AdaptSettings(steps=4, variants=2, again=False),
-                              lookahead=lookahead)
+        once = VideoPredictor(network, device="cpu", resolution=0, lookahead=lookahead,
+                              adapt=AdaptSettings(steps=4, variants=2, again=False))
         single = once.init_state(frames)
         list(once.propagate(single, masks={0: labels, 3: later}))
         assert len(single.adaptations) == 1

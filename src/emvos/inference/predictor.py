@@ -405,7 +405,8 @@ class VideoPredictor:
         first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
         if self.adapt is not None and len(frames) > 1 and any(given_ids):
             # Adapting changes the network at frames given a mask: take such chunks a frame at a time.
-            return [p for frame, given in zip(frames, givens, strict=True) for p in self.step_many(state, [frame], [given])]
+            return [prediction for frame, given in zip(frames, givens, strict=True)
+                    for prediction in self.step_many(state, [frame], [given])]
         has_mask = bool(given_ids and given_ids[0])
         adapt_first = self.adapt is not None and state.tuned is None and has_mask
         if adapt_first:
