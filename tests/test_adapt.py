@@ -75,8 +75,10 @@ def test_variant_warps_keep_image_and_mask_aligned_and_shapes_round() -> None:
     assert abs((rows.max() - rows.min()) - (cols.max() - cols.min())) <= 2
 
 
-def test_adaptation_tunes_a_copy_and_lowers_the_loss(network: EMVOS) -> None:
+@pytest.mark.parametrize("objects", [(1,), (1, 4)], ids=["one object", "two objects, joint"])
+def test_adaptation_tunes_a_copy_and_lowers_the_loss(network: EMVOS, objects: tuple[int, ...]) -> None:
     image, labels = _tensors(*_scene())
+    labels = torch.where(torch.isin(labels, torch.tensor(objects)), labels, 0)
     before = {k: v.clone() for k, v in network.state_dict().items()}
     settings = AdaptSettings(steps=30, lr=1e-3, variants=4)
     adapted, report = adapt_network(network, image, labels, settings)

@@ -3,9 +3,10 @@
 Before propagating, the trainable parts of the network (key projections and decoder; the encoder
 stays frozen) are fine-tuned for a few dozen steps on pseudo-videos made from the annotated frame
 alone, as OSVOS and Lucid Data Dreaming did: random affine and photometric variants of the frame
-and its mask, unrolled as short clips exactly as in training (frame 0 given, the rest predicted from
-the first and the previous frame). The network learns what this video's objects and background look
-like.
+and its mask, unrolled as short clips as in training (frame 0 given, the rest predicted from the
+first and the previous frame). The network learns what this video's objects and background look
+like; with several objects, they are tracked together through the soft aggregation of inference,
+so that it also learns to keep neighbours apart.
 
 The encoder runs once per variant; the steps reuse its cached features, so each step costs only
 the keys, matching and decoder, forward and backward.
@@ -50,9 +51,10 @@ class AdaptSettings:
         again: whether a video adapts again at each later frame given a mask (objects that appear
             later, a correction), on that frame's labels: its decoder only, from the video's
             adapted network (:class:`~emvos.inference.VideoPredictor`).
-        joint: each clip tracks every object visible in its window together, their predictions
-            combined by soft aggregation as in inference, so that neighbouring objects learn to
-            keep apart; otherwise each clip tracks one object alone, as in training.
+        joint: on a frame with several objects, each clip tracks every object visible in its
+            window together, their predictions combined by soft aggregation as in inference, so that
+            neighbouring objects learn to keep apart. Otherwise (and always on a frame with one
+            object) each clip tracks one object alone, as in training.
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -293,7 +295,7 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     for _ in range(settings.steps):
         clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
-        if settings.joint:
+        if settings.joint and len(object_ids) > 1:
             loss = torch.stack([_joint_loss(adapted, features, ids, order, window)
                                 for order, _, window in clips]).mean()
         else:
