@@ -8,4 +8,4 @@ DEFAULT_RESOLUTION = 480
 #: ``precision`` choices: float32, or autocast to bfloat16 / float16.
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: Default test-time adaptation steps (``--adapt``; :class:`~emvos.inference.adapt.AdaptSettings`).
-DEFAULT_ADAPT_STEPS = 20
+DEFAULT_ADAPT_STEPS = 40
