@@ -28,6 +28,8 @@ FAKE_OFFICIAL = '''
 import torch
 from torch import nn
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 
 class EMVOS(nn.Module):
     def __init__(self):

@@ -35,6 +35,8 @@ def build(data, clip_len, size, seed, exclude):
     return SignalAt(clip_len, size, seed)
 
 from emvos.cli import main
+
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
 sys.exit(main())
 """
 
