@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -141,7 +141,8 @@ def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
 def _embedding_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> FrameEmbedding:
     """The inverse of :func:`_embedding_tensors` (the stride-16 grid is the first map's size)."""
     shared = (tensors[0], tensors[1], tensors[2])
-    return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), tuple(tensors[0].shape[-2:]))
+    height, width = tensors[0].shape[-2:]
+    return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), (height, width))
 
 
 def _reference_tensors(ref: Reference) -> list[Tensor]:
@@ -152,6 +153,13 @@ def _reference_tensors(ref: Reference) -> list[Tensor]:
 def _reference_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> Reference:
     """The inverse of :func:`_reference_tensors`."""
     return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
+
+
+def _known(value: T | None, what: str) -> T:
+    """``value``, which the video's state sets before it is needed; ``None`` would be a bug in emvos."""
+    if value is None:
+        raise RuntimeError(f"the video's {what} is not known yet")
+    return value
 
 
 def _as_labels(mask: MaskLike) -> np.ndarray:
@@ -245,7 +253,7 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        **kwargs: object) -> VideoPredictor:
+                        **kwargs: Any) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
         return cls(load_network(checkpoint), device=device, **kwargs)
 
@@ -380,26 +388,26 @@ class VideoPredictor:
         given_ids = [[] if given is None else [int(i) for i in np.unique(given) if i != 0] for given in givens]
         # Frames before the first object need no work; all from the first given object on do.
         first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
-        predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
-                       for i in range(first)]
+        predictions = [FramePrediction(state.next_index + i, np.zeros(_known(state.geometry, "size").size, np.uint8),
+                                       ()) for i in range(first)]
         state.next_index += first
         queries = self._embed_many(state, frames[first:]) if first < len(frames) else []
         tracked: list[Tensor] = []  # each frame's labels on the device, fetched together: one wait per chunk
         objects: list[tuple[int, ...]] = []
         for query, given, ids in zip(queries, givens[first:], given_ids[first:], strict=True):
-            if ids:
+            if ids and given is not None:
                 labels = self._step_given(state, query, given, ids)
             elif self.cuda_graphs:
                 labels = self._step_graphed(state, query).clone()  # the graph's buffer is the next frame's
             else:
-                labels, state.prev = self._track(state, query, state.prev)
+                labels, state.prev = self._track(state, query, _known(state.prev, "previous frame"))
             tracked.append(labels)
             objects.append(tuple(state.object_ids))
-        fetched = torch.stack(tracked).cpu().numpy() if tracked else []
-        for labels, given, ids in zip(fetched, givens[first:], objects, strict=True):
+        fetched = list(torch.stack(tracked).cpu().numpy()) if tracked else []
+        for frame_labels, given, object_ids in zip(fetched, givens[first:], objects, strict=True):
             if given is not None:
-                labels = np.where(given != 0, given, labels)
-            predictions.append(FramePrediction(state.next_index, labels, ids))
+                frame_labels = np.where(given != 0, given, frame_labels)
+            predictions.append(FramePrediction(state.next_index, frame_labels, object_ids))
             state.next_index += 1
         return predictions
 
@@ -421,18 +429,19 @@ class VideoPredictor:
         """
         pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
         if not self.cuda_graphs:
-            batch = self._embed(state.geometry, pixels.to(self.device))
+            batch = self._embed(_known(state.geometry, "size"), pixels.to(self.device))
         else:
             size = min(1 << (len(frames) - 1).bit_length(), self.lookahead)
             if size > len(frames):
                 pixels = torch.cat([pixels, pixels[-1:].expand(size - len(frames), -1, -1, -1)])
             graph = state.embed_graphs.get(size)
             if graph is None:
-                geometry = state.geometry
+                geometry = _known(state.geometry, "size")
                 graph = state.embed_graphs[size] = StaticGraph(
                     lambda inputs: _embedding_tensors(self._embed(geometry, inputs[0])), [pixels], self.device)
             batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
-        return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
+        s16, s8, s4 = batch.shared
+        return [FrameEmbedding((s16[i:i + 1], s8[i:i + 1], s4[i:i + 1]), {b: k[i:i + 1] for b, k in batch.keys.items()},
                                batch.grid) for i in range(len(frames))]
 
     def _embed(self, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
@@ -451,33 +460,35 @@ class VideoPredictor:
         Returns:
             ``(H, W) uint8`` labels on the device, and the frame's reference for the next frame.
         """
-        return self._finish(state, query, self._predict(state, query, prev))
+        return self._finish(state, query, _known(self._predict(state, query, prev), "objects"))
 
     def _step_given(self, state: VideoState, query: FrameEmbedding, given: np.ndarray, given_ids: list[int]) -> Tensor:
         """A frame with a given mask: track the other objects, register the given ones; ``(H, W) uint8`` labels."""
         probs = self._predict(state, query, state.prev)
-        given_map = state.geometry.mask(torch.from_numpy(given).to(self.device)[None, None].float())[0, 0]
+        given_pixels = torch.from_numpy(given).to(self.device)[None, None].float()
+        given_map = _known(state.geometry, "size").mask(given_pixels)[0, 0]
         probs = self._add_given(state, query, given_map, given_ids, probs)
         labels, state.prev = self._finish(state, query, probs)
         return labels
 
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
-        branches = list(state.prev.keys)
+        prev = _known(state.prev, "previous frame")
+        branches = list(prev.keys)
         query_tensors = _embedding_tensors(query)
-        inputs = [*query_tensors, *_reference_tensors(state.prev)]  # the query's tensors, then the previous frame's
+        inputs = [*query_tensors, *_reference_tensors(prev)]  # the query's tensors, then the previous frame's
         if state.graph is None:
             video = weakref.ref(state)  # the state keeps the graph; the graph must not keep the state
             split = len(query_tensors)
 
             def track(tensors: list[Tensor]) -> list[Tensor]:
-                labels, ref = self._track(video(), _embedding_from_tensors(tensors[:split], branches),
+                labels, ref = self._track(_known(video(), "state"), _embedding_from_tensors(tensors[:split], branches),
                                           _reference_from_tensors(tensors[split:], branches))
                 return [labels, *_reference_tensors(ref)]
 
             state.graph = StaticGraph(track, inputs, self.device)
-        labels, *prev = state.graph(inputs)
-        state.prev = _reference_from_tensors(prev, branches)  # the graph's buffers, copied in at the next frame
+        labels, *outputs = state.graph(inputs)
+        state.prev = _reference_from_tensors(outputs, branches)  # the graph's buffers, copied in at the next frame
         return labels
 
     def _kept_keys(self, query: FrameEmbedding) -> dict[str, Tensor]:
@@ -493,13 +504,15 @@ class VideoPredictor:
         fg = agg[1:]
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
-        labels = state.lut[state.geometry.restore(agg[None])[0].max(dim=0).indices]
+        lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
+        labels = lut[geometry.restore(agg[None])[0].max(dim=0).indices]
         return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
         if not state.object_ids:
             return None
+        prev = _known(prev, "previous frame")
         with self._autocast():
             first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
             first = {b: torch.cat([p[b] for p in first_parts], dim=1) for b in first_parts[0]}
