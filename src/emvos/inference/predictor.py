@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import time
@@ -39,20 +38,18 @@ from emvos.errors import ParameterError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
+from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
-from emvos.runtime import allow_compiled_shapes
 
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
 #: Dtypes whose logits are upcast to float32 before the softmax.
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
-#: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
-COMPILED_SHAPES = 64
 #: The model shipped inside the package, used when no checkpoint is given.
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
 
@@ -189,7 +186,8 @@ class VideoPredictor:
             network with the ``sm`` branch.
         precision: ``fp32``; or ``bf16`` (CPU or CUDA) / ``fp16`` (CUDA) autocast, faster where the
             hardware supports it, at a small cost in accuracy.
-        optimize: run a copy of the network prepared for inference: BatchNorm folded into the
+        optimize: run a copy of the network prepared for inference
+            (:func:`emvos.inference.optimize.prepare_for_inference`): BatchNorm folded into the
             convolutions before it and ReLUs computed with them (one oneDNN call on the CPU), on the
             CPU the wide decoder levels' 3×3 convolutions by Winograd F(6×6, 3×3) and their
             upsampling by a matrix product and an overlap-add, and channels-last memory format
@@ -227,22 +225,7 @@ class VideoPredictor:
         if cuda_graphs and compile:
             raise ParameterError(("cuda_graphs", "compile"), "both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
-        if optimize or compile:  # the caller's network is left as it is
-            model = copy.deepcopy(model)
-        if optimize:
-            model.encoder.fuse()
-            model.decoder.fuse()
-            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
-                model.decoder.use_cpu_algorithms()
-            model.to(memory_format=torch.channels_last)
-        if compile:
-            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
-            # the network would silently run uncompiled.
-            allow_compiled_shapes(COMPILED_SHAPES)
-            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
-            options = {"freezing": True} if self.device.type == "cpu" else None
-            model.encoder.compile(options=options)
-            model.decoder.compile(options=options)
+        model = prepare_for_inference(model, self.device, optimize=optimize, compile=compile)
         self.model = model
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
