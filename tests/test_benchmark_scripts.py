@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
