@@ -192,8 +192,9 @@ class FeatureCache:
 
     def _build_sequence(self, video: AnnotatedVideo, scale: int) -> None:
         final = self._sequence_dir(scale, video.name)
+        for stale in final.parent.glob(f"{final.name}.partial-*"):  # left by an interrupted build
+            shutil.rmtree(stale, ignore_errors=True)
         work = final.with_name(f"{final.name}.partial-{os.getpid()}")
-        shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
             self._encode_sequence(video, scale, work)

@@ -51,6 +51,7 @@ from emvos.errors import EmvosInputError
 from emvos.inference.predictor import resolve_device
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
 from emvos.model.config import ModelConfig
+from emvos.model.encoders import build_encoder
 from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
 from emvos.train.config import StageConfig, TrainConfig, save_config
@@ -143,6 +144,44 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise EmvosInputError(f"{path}: not an emvos training checkpoint (no optimizer state or progress); "
                               "resume from a last.pt written by emvos train")
     return data
+
+
+def stage_dataset(config: TrainConfig, index: int, encoder: NamedEncoder | None = None) -> Dataset:
+    """The training dataset of stage ``index`` of ``config``.
+
+    The held-out validation sequences are left out of datasets read from the validation folder.
+    ``encoder`` (the network's frozen encoder) is passed to kinds that read its cached features.
+    """
+    stage, val = config.stages[index], config.val
+    same_folder = bool(val.root and stage.data.root) and Path(val.root).resolve() == Path(stage.data.root).resolve()
+    return build_dataset(stage.data, stage.clip_len, stage.crop, derive_seed(config.seed, index),
+                         exclude=val.sequences if same_folder else (),
+                         encoder=encoder if uses_encoder(stage.data.kind) else None)
+
+
+def build_feature_caches(config: TrainConfig) -> int:
+    """Encode the feature caches that the config's stages read (kind ``davis-cached``), without training.
+
+    Uses the config's encoder with its ImageNet weights (those a new run starts from and keeps,
+    frozen) on the config's device; caches already built are reused.
+
+    Returns:
+        The number of stages whose cache is now complete.
+
+    Raises:
+        EmvosInputError: invalid config or data.
+    """
+    config.validate()
+    stages = [i for i, stage in enumerate(config.stages) if uses_encoder(stage.data.kind)]
+    if not stages:
+        return 0
+    for index in stages:
+        check_data_root(config.stages[index].data)
+    module = build_encoder(config.model.encoder).to(resolve_device(config.device))
+    encoder = NamedEncoder(config.model.encoder, module)
+    for index in stages:
+        stage_dataset(config, index, encoder)
+    return len(stages)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -422,14 +461,8 @@ class Trainer:
         The held-out validation sequences are left out of datasets read from the validation folder.
         """
         if index not in self._datasets:
-            stage, val = self.config.stages[index], self.config.val
-            same_folder = bool(val.root and stage.data.root) and \
-                Path(val.root).resolve() == Path(stage.data.root).resolve()
             encoder = NamedEncoder(self.config.model.encoder, self.model.encoder)
-            self._datasets[index] = build_dataset(stage.data, stage.clip_len, stage.crop,
-                                                  derive_seed(self.config.seed, index),
-                                                  exclude=val.sequences if same_folder else (),
-                                                  encoder=encoder if uses_encoder(stage.data.kind) else None)
+            self._datasets[index] = stage_dataset(self.config, index, encoder)
         return self._datasets[index]
 
     def _loader(self, stop: int) -> DataLoader:
