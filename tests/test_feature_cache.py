@@ -156,3 +156,28 @@ def test_a_bad_cached_stage_is_a_one_line_input_error(davis: Path, tmp_path: Pat
     config.stages[0].data.options["scales"] = [16]
     with pytest.raises(EmvosInputError, match="davis-cached.*scales: 16"):
         Trainer(config, progress=False)
+
+
+def test_an_interrupted_build_leaves_nothing_that_is_read_or_kept(davis: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = tiny_encoder()
+    videos = dataset(davis, tmp_path / "cache", encoder, sequences=["alpha"]).videos
+    cache = FeatureCache(tmp_path / "other", davis, encoder, SCALES)
+    calls = {"n": 0}
+    original = encoder.module.forward
+
+    def fail_late(images: torch.Tensor) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(images)
+
+    monkeypatch.setattr(encoder.module, "forward", fail_late)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build(videos)
+    folder = cache.folder / str(SCALES[0])
+    assert not cache.is_current(videos[0], SCALES[0]) and list(folder.iterdir()) == []
+    (folder / "alpha.partial-999999999").mkdir()  # a crashed process's leftovers
+    monkeypatch.setattr(encoder.module, "forward", original)
+    assert cache.build(videos) == len(videos[0].images) * len(SCALES)
+    assert [p.name for p in folder.iterdir()] == ["alpha"]

@@ -110,6 +110,17 @@ def scaled_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.N
     return np.asarray(Image.fromarray(labels).resize(size[::-1], Image.Resampling.NEAREST), dtype=np.uint8)
 
 
+def _process_alive(pid: str) -> bool:
+    """Whether a process ``pid`` (decimal text) runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _frame_record(video: AnnotatedVideo) -> dict[str, object]:
     return {"frames": [p.stem for p in video.images], "bytes": [p.stat().st_size for p in video.images]}
 
@@ -192,8 +203,9 @@ class FeatureCache:
 
     def _build_sequence(self, video: AnnotatedVideo, scale: int) -> None:
         final = self._sequence_dir(scale, video.name)
-        for stale in final.parent.glob(f"{final.name}.partial-*"):  # left by an interrupted build
-            shutil.rmtree(stale, ignore_errors=True)
+        for partial in final.parent.glob(f"{final.name}.partial-*"):
+            if not _process_alive(partial.name.rpartition("-")[2]):  # left by an interrupted build
+                shutil.rmtree(partial, ignore_errors=True)
         work = final.with_name(f"{final.name}.partial-{os.getpid()}")
         work.mkdir(parents=True)
         try:
