@@ -181,3 +181,11 @@ def test_an_interrupted_build_leaves_nothing_that_is_read_or_kept(davis: Path, t
     monkeypatch.setattr(encoder.module, "forward", original)
     assert cache.build(videos) == len(videos[0].images) * len(SCALES)
     assert [p.name for p in folder.iterdir()] == ["alpha"]
+
+
+def test_an_unreadable_frame_is_left_out_of_the_clips(davis: Path, tmp_path: Path) -> None:
+    (davis / "Annotations" / "480p" / "alpha" / "00001.png").write_bytes(b"not a png")
+    data = dataset(davis, tmp_path / "cache", tiny_encoder(), sequences=["alpha"])
+    assert data.cache.open(data.videos[0], SCALES[0]).unreadable == {1}
+    clips = [data[k]["frames"].tolist() for k in range(10)]
+    assert all(1 not in frames for frames in clips) and data.skipped["unreadable"] > 0

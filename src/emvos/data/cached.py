@@ -132,6 +132,8 @@ class CachedDavisClips(ClipDataset):
         scale = int(rng.integers(len(self.cache.scales)))
         mirrored = bool(rng.random() < 0.5)
         cached = self._sequence(index, scale)
+        if cached.unreadable.intersection(frame_ids):
+            raise SampleSkipped("unreadable", f"{self.videos[index].name}: a frame of the clip could not be read")
         size, stride = self.crop_size, self.stride
 
         def labels(frame: int) -> np.ndarray:

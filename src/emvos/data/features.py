@@ -14,10 +14,12 @@ Layout, under ``cache_dir``::
         <data root name>-<path sha256, 8 hex>/<scale>/<sequence>/
             s4.npy, s8.npy, s16.npy         (2, N, C, H/s, W/s) float16; index 0 plain, 1 mirrored
             labels.npy                      (N, H, W) uint8 object ids at the scale (not mirrored)
-            frames.json                     frame names and image file sizes; written last
+            frames.json                     frame names, image file sizes, unreadable frames; written last
 
 The key holds a digest of every weight and buffer of the encoder, so a cache made with other
-weights is never read: changed weights make a new key, which is built afresh. A sequence whose
+weights is never read: changed weights make a new key, which is built afresh. A frame whose image
+or mask cannot be read (or whose sizes differ) is listed as unreadable, with a warning, and left
+out of the clips, as the pixel datasets skip it. A sequence whose
 frames (names or image file sizes) changed is encoded again. A sequence folder appears only when
 complete (written beside it, then renamed), so an interrupted build leaves nothing half-written
 that a later run would read.
@@ -42,9 +44,8 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from emvos.data.base import SampleSkipped, read_labels, read_rgb
+from emvos.data.base import SampleSkipped, logger, read_labels, read_rgb
 from emvos.data.video import AnnotatedVideo
-from emvos.errors import EmvosInputError
 from emvos.model.encoders.base import Encoder, Features
 
 #: Version of the layout above; part of the path, so that a changed layout is never misread.
@@ -121,6 +122,17 @@ def _process_alive(pid: str) -> bool:
     return True
 
 
+def _frame_size(video: AnnotatedVideo) -> tuple[int, int]:
+    """``(H, W)`` of the first frame of ``video`` whose image file opens (``(1, 1)`` if none does)."""
+    for path in video.images:
+        try:
+            with Image.open(path) as image:
+                return image.size[1], image.size[0]
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return 1, 1
+
+
 def _frame_record(video: AnnotatedVideo) -> dict[str, object]:
     return {"frames": [p.stem for p in video.images], "bytes": [p.stat().st_size for p in video.images]}
 
@@ -132,10 +144,12 @@ class CachedSequence:
     Attributes:
         features: per level, ``(2, N, C, H/s, W/s)`` float16 (index 0 plain, 1 mirrored).
         labels: ``(N, H, W)`` uint8 object ids at the scale.
+        unreadable: indices of frames that could not be read (their features and labels are zeros).
     """
 
     features: Features
     labels: npt.NDArray[np.uint8]
+    unreadable: frozenset[int]
 
 
 class FeatureCache:
@@ -193,10 +207,7 @@ class FeatureCache:
             {"encoder": self.encoder.name, "weights_sha256": self.digest, "format": CACHE_FORMAT}) + "\n")
         total, encoded = sum(len(v.images) for v, _ in todo), 0
         for video, scale in todo:
-            try:
-                self._build_sequence(video, scale)
-            except SampleSkipped as skipped:
-                raise EmvosInputError(f"{skipped}; fix or remove the frame, then train again") from None
+            self._build_sequence(video, scale)
             encoded += len(video.images)
             say(f"feature cache {self.folder}: encoded {video.name} at {scale} ({encoded}/{total} frames)")
         return encoded
@@ -217,8 +228,7 @@ class FeatureCache:
         os.replace(work, final)
 
     def _encode_sequence(self, video: AnnotatedVideo, scale: int, work: Path) -> None:
-        first = read_labels(video.masks[0])
-        size = scaled_size(*first.shape, scale, self.stride)
+        size = scaled_size(*_frame_size(video), scale, self.stride)
         module = self.encoder.module
         device = next(module.parameters()).device
         n = len(video.images)
@@ -226,10 +236,16 @@ class FeatureCache:
         maps = [np.lib.format.open_memmap(work / f"{level}.npy", mode="w+", dtype=np.float16,
                                           shape=(2, n, c, size[0] // s, size[1] // s))
                 for (level, s), c in zip(LEVELS, channels, strict=True)]
-        labels = np.empty((n, *size), dtype=np.uint8)
+        labels = np.zeros((n, *size), dtype=np.uint8)
+        unreadable = []
         for i, (image_path, mask_path) in enumerate(zip(video.images, video.masks, strict=True)):
-            ids = read_labels(mask_path)
-            image = read_rgb(image_path, ids.shape)
+            try:
+                ids = read_labels(mask_path)
+                image = read_rgb(image_path, ids.shape)
+            except SampleSkipped as skipped:
+                logger.warning("feature cache: %s left out of the clips (%s): %s", video.name, skipped.reason, skipped)
+                unreadable.append(i)
+                continue
             labels[i] = scaled_labels(ids, size)
             pair = torch.stack([scaled_frame(image, size, mirrored) for mirrored in (False, True)]).to(device)
             with torch.no_grad():
@@ -240,7 +256,8 @@ class FeatureCache:
             array.flush()
         del maps
         np.save(work / "labels.npy", labels)
-        (work / "frames.json").write_text(json.dumps({**_frame_record(video), "size": list(size)}) + "\n")
+        record = {**_frame_record(video), "size": list(size), "unreadable": unreadable}
+        (work / "frames.json").write_text(json.dumps(record) + "\n")
 
     def open(self, video: AnnotatedVideo, scale: int) -> CachedSequence:
         """The cached features and labels of ``video`` at ``scale`` (memory-mapped, read-only).
@@ -252,4 +269,5 @@ class FeatureCache:
         if not (folder / "frames.json").is_file():
             raise FileNotFoundError(f"{folder}: no cached features; build the cache first")
         features = Features(*(np.load(folder / f"{level}.npy", mmap_mode="r") for level, _ in LEVELS))
-        return CachedSequence(features, np.load(folder / "labels.npy", mmap_mode="r"))
+        unreadable = frozenset(json.loads((folder / "frames.json").read_text())["unreadable"])
+        return CachedSequence(features, np.load(folder / "labels.npy", mmap_mode="r"), unreadable)
