@@ -189,3 +189,16 @@ def test_an_unreadable_frame_is_left_out_of_the_clips(davis: Path, tmp_path: Pat
     assert data.cache.open(data.videos[0], SCALES[0]).unreadable == {1}
     clips = [data[k]["frames"].tolist() for k in range(10)]
     assert all(1 not in frames for frames in clips) and data.skipped["unreadable"] > 0
+
+
+def test_build_cache_command_builds_what_training_then_reuses(davis: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from emvos.cli import main
+    from emvos.train import save_config
+
+    config = cached_config(tmp_path / "run", davis, tmp_path / "cache")
+    save_config(config, tmp_path / "config.yaml")
+    assert main(["train", "--config", str(tmp_path / "config.yaml"), "--build-cache"]) == 0
+    assert "encoded gamma at 48" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    Trainer(config, progress=False)
+    assert "encoded" not in capsys.readouterr().err  # the run found the cache complete

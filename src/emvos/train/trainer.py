@@ -163,7 +163,9 @@ def build_feature_caches(config: TrainConfig) -> int:
     """Encode the feature caches that the config's stages read (kind ``davis-cached``), without training.
 
     Uses the config's encoder with its ImageNet weights (those a new run starts from and keeps,
-    frozen) on the config's device; caches already built are reused.
+    frozen) on the config's device, built after seeding PyTorch's generator with the config's seed
+    as a run does (so an encoder without stored weights gets a run's random weights); caches
+    already built are reused.
 
     Returns:
         The number of stages whose cache is now complete.
@@ -177,6 +179,7 @@ def build_feature_caches(config: TrainConfig) -> int:
         return 0
     for index in stages:
         check_data_root(config.stages[index].data)
+    torch.manual_seed(config.seed)
     module = build_encoder(config.model.encoder).to(resolve_device(config.device))
     encoder = NamedEncoder(config.model.encoder, module)
     for index in stages:
