@@ -37,6 +37,7 @@ Everything here follows the official EMVOS training code (``dataset_loaders/*.py
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -60,6 +61,7 @@ FILL_COLOUR = (124, 116, 104)
 
 Labels = npt.NDArray[np.uint8]
 _T = TypeVar("_T", bound=np.generic)
+_W = TypeVar("_W")
 
 
 @dataclass(frozen=True)
@@ -200,15 +202,45 @@ def balanced_crop(
         ``(box, object id)``, or ``None`` when no box contained any object.
     """
     ref_h, ref_w = reference_size(*labels.shape)
-    fallback: tuple[CropBox, int] | None = None
-    for _ in range(attempts):
+
+    def draw() -> tuple[CropBox, Labels]:
         box = random_crop_box(ref_h, ref_w, rng, scale=scale, ratio=ratio)
-        cropped = crop_labels(labels, box, size)
+        return box, crop_labels(labels, box, size)
+
+    return choose_target(draw, rng, attempts=attempts, min_pixels=min_pixels)
+
+
+def choose_target(
+    draw: Callable[[], tuple[_W, Labels]],
+    rng: np.random.Generator,
+    *,
+    attempts: int = CROP_ATTEMPTS,
+    min_pixels: int = MIN_OBJECT_PIXELS,
+) -> tuple[_W, int] | None:
+    """The balancing rule of :func:`balanced_crop`, for any kind of crop window.
+
+    Each attempt calls ``draw()`` for a window and the first frame's ids inside it, then picks one
+    nonzero id uniformly among those present (``rng.choice``). The first attempt whose picked object
+    covers ``>= min_pixels`` pixels wins; if none does, the last attempt whose picked object is
+    present at all.
+
+    Args:
+        draw: Draws a window and returns it with the ``(S, S) uint8`` ids of the first frame inside it.
+        rng: Source of randomness (for the object choice; ``draw`` may use the same generator).
+        attempts: Windows to try.
+        min_pixels: Pixels the picked object must cover for a window to be accepted at once.
+
+    Returns:
+        ``(window, object id)``, or ``None`` when no window contained any object.
+    """
+    fallback: tuple[_W, int] | None = None
+    for _ in range(attempts):
+        window, cropped = draw()
         ids = np.flatnonzero(np.bincount(cropped.ravel(), minlength=256)[1:]) + 1
         if ids.size == 0:
             continue
         object_id = int(rng.choice(ids))
-        fallback = (box, object_id)
+        fallback = (window, object_id)
         if np.count_nonzero(cropped == object_id) >= min_pixels:
             break
     return fallback

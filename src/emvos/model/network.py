@@ -150,7 +150,7 @@ class EMVOS(nn.Module):
         return logits.view(b, o, *logits.shape[1:])
 
     @torch.no_grad()
-    def calibrate_equalized_keys(self, refs: Tensor, queries: Tensor, logit_std: float) -> float:
+    def calibrate_equalized_keys(self, refs: Tensor | Features, queries: Tensor | Features, logit_std: float) -> float:
         """Rescale the equalized branch's key projection so that its logits have a given spread.
 
         An initialisation step for training (data-dependent, like LSUV). With Kaiming-initialised
@@ -160,8 +160,8 @@ class EMVOS(nn.Module):
         multiplied by ``sqrt(logit_std / std)``.
 
         Args:
-            refs: ``(B, 3, H, W)`` reference frames in ``[0, 1]``.
-            queries: ``(B, 3, H, W)`` query frames (e.g. the next frame of each clip).
+            refs: ``(B, 3, H, W)`` reference frames in ``[0, 1]``, or their encoder features.
+            queries: ``(B, 3, H, W)`` query frames (e.g. the next frame of each clip), or their features.
             logit_std: the standard deviation wanted for the logits ``k_ref · k_query``.
 
         Returns:
@@ -169,7 +169,8 @@ class EMVOS(nn.Module):
         """
         if "em" not in self.keys:
             raise ValueError("this network has no equalized-matching branch")
-        ref_keys, query_keys = self.embed(refs).keys["em"], self.embed(queries).keys["em"]
+        ref_keys, query_keys = (
+            (self.embed(x) if isinstance(x, Tensor) else self.embed_features(x)).keys["em"] for x in (refs, queries))
         std = torch.bmm(ref_keys.transpose(1, 2), query_keys).std().item()
         factor = (logit_std / std) ** 0.5
         self.keys["em"].weight.mul_(factor)
@@ -177,20 +178,26 @@ class EMVOS(nn.Module):
             self.keys["em"].bias.mul_(factor)
         return factor
 
-    def forward(self, clip: Tensor, first_mask: Tensor) -> Tensor:
+    def forward(self, clip: Tensor | Features, first_mask: Tensor) -> Tensor:
         """Unroll a training clip: frame 0 is given, frames ``1..L-1`` are predicted in order.
 
         Each frame is matched against frame 0 and against the previous frame, whose mask is the
         network's own (soft, differentiable) prediction.
 
         Args:
-            clip: ``(B, L, 3, H, W)`` RGB in ``[0, 1]``, ``H`` and ``W`` multiples of :attr:`stride`.
+            clip: ``(B, L, 3, H, W)`` RGB in ``[0, 1]``, ``H`` and ``W`` multiples of :attr:`stride`;
+                or the encoder's features of the clip's frames (e.g. cached), each level
+                ``(B, L, C, H/s, W/s)``, converted to ``first_mask``'s floating type if needed.
             first_mask: ``(B, H, W)`` binary mask of one object per clip (0/1).
 
         Returns:
             ``(B, L - 1, 2, H, W)`` logits for frames ``1..L-1``.
         """
-        return self.unroll((self.embed(clip[:, t]) for t in range(clip.shape[1])), first_mask.to(clip.dtype))
+        if isinstance(clip, Tensor):
+            return self.unroll((self.embed(clip[:, t]) for t in range(clip.shape[1])), first_mask.to(clip.dtype))
+        dtype = first_mask.dtype if first_mask.is_floating_point() else torch.get_default_dtype()
+        return self.unroll((self.embed_features(Features(*(level[:, t].to(dtype) for level in clip)))
+                            for t in range(clip.s16.shape[1])), first_mask.to(dtype))
 
     def unroll(self, frames: Iterable[FrameEmbedding], first_mask: Tensor) -> Tensor:
         """:meth:`forward` on frames already embedded (:meth:`embed` or :meth:`embed_features`).

@@ -10,7 +10,7 @@ from pathlib import Path
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.train.config import TrainConfig, load_config, preset_names
-from emvos.train.trainer import TrainingInterrupted, read_training_checkpoint, train
+from emvos.train.trainer import TrainingInterrupted, build_feature_caches, read_training_checkpoint, train
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "checkpoint's config is used")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (same as out=DIR)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--build-cache", action="store_true",
+                        help="only encode the feature caches the config's davis-cached stages read (training "
+                             "builds them when missing too), then exit")
     parser.set_defaults(func=run)
 
 
@@ -59,6 +62,11 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, and report; a stop signal exits with 128 + its number."""
     config, resume = _resolve(args)
+    if args.build_cache:
+        stages = build_feature_caches(config)
+        print(f"feature caches of {stages} stage(s) are built" if stages else
+              "no stage of this config reads cached features (data.kind davis-cached)")
+        return 0
     reports = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
     try:
         result = train(config, resume=resume, progress=not args.quiet)

@@ -5,7 +5,9 @@ the dataset's seed and ``k`` alone. The trainer asks iteration ``t`` for samples
 ``t * batch_size + j`` (``j < batch_size``, split between processes), so the data of a run resumed at
 iteration ``t`` is exactly that of an uninterrupted run, whatever the number of loader workers.
 
-A sample is ``{"frames": (L, 3, S, S) float in [0, 1], "masks": (L, S, S) int64 in {0, 1}}``.
+A sample is ``{"frames": (L, 3, S, S) float in [0, 1], "masks": (L, S, S) int64 in {0, 1}}``, or, for
+kinds that read cached encoder features, ``{"features": Features(...) of L frames, "masks": ...}``
+(see :class:`emvos.data.cached.CachedDavisClips`).
 
 Kinds and their ``options`` (besides clip length, crop size and seed, which the stage sets):
 
@@ -17,6 +19,9 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
   ``annotations/instances_train2017.json``) and ``images`` (default ``train2017``) under ``root``,
   and the pseudo-video augmentation options.
 * ``davis``: :class:`emvos.data.DavisClips` (``year``, ``split``, ``sequences``, ``exclude``, ...).
+* ``davis-cached``: :class:`emvos.data.cached.CachedDavisClips`, DAVIS clips of the frozen encoder's
+  cached features (``scales``, ``cache_dir``, and the ``davis`` scan options): built on first use
+  from the network's encoder, reused afterwards; no photometric augmentation and no swap-and-attach.
 * ``ytvos``: :class:`emvos.data.YTVOSClips` (``split``, ``videos``, ``exclude``, ...).
 * ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
 * ``distractors``: :class:`emvos.data.DistractorClips`, targets among look-alike distractors rendered on
@@ -47,30 +52,44 @@ from emvos.data import (
     coco_instances,
     image_folder_pairs,
 )
+from emvos.data.cached import CachedDavisClips
+from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
 
 if TYPE_CHECKING:  # the config module reads this one's registry (TrainConfig.validate); types only here
     from emvos.train.config import DataConfig
 
-DatasetBuilder = Callable[["DataConfig", int, int, int, Sequence[str]], Dataset]
+#: ``(data, clip_len, size, seed, exclude)``, plus ``encoder=`` for kinds registered with ``uses_encoder``.
+DatasetBuilder = Callable[..., Dataset]
 _REGISTRY: dict[str, DatasetBuilder] = {}
 _READS_FILES: set[str] = set()
+_USES_ENCODER: set[str] = set()
 
 
-def register_dataset(kind: str, reads_files: bool = True) -> Callable[[DatasetBuilder], DatasetBuilder]:
+def register_dataset(kind: str, reads_files: bool = True,
+                     uses_encoder: bool = False) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator making a builder ``(data, clip_len, size, seed, exclude) -> Dataset`` available as ``kind``.
 
     ``exclude`` lists sequences the dataset must leave out (the held-out validation sequences, when
     the dataset reads the validation folder). ``reads_files``: the kind needs an existing ``root``.
+    ``uses_encoder``: the kind's samples are features of the network's frozen encoder, which the
+    builder receives as a further argument ``encoder`` (:class:`emvos.data.features.NamedEncoder`).
     """
 
     def wrap(builder: DatasetBuilder) -> DatasetBuilder:
         _REGISTRY[kind] = builder
         if reads_files:
             _READS_FILES.add(kind)
+        if uses_encoder:
+            _USES_ENCODER.add(kind)
         return builder
 
     return wrap
+
+
+def uses_encoder(kind: str) -> bool:
+    """Whether the samples of dataset kind ``kind`` are encoder features (built with the network's encoder)."""
+    return kind in _USES_ENCODER
 
 
 def dataset_kinds() -> list[str]:
@@ -86,7 +105,7 @@ def check_data_root(data: DataConfig) -> None:
 
 
 def build_dataset(data: DataConfig, clip_len: int, size: int, seed: int,
-                  exclude: Sequence[str] = ()) -> Dataset:
+                  exclude: Sequence[str] = (), encoder: NamedEncoder | None = None) -> Dataset:
     """The training dataset a stage describes.
 
     Args:
@@ -95,12 +114,19 @@ def build_dataset(data: DataConfig, clip_len: int, size: int, seed: int,
         size: side of the square crops.
         seed: the dataset's seed.
         exclude: sequences to leave out.
+        encoder: the network's frozen encoder, needed by kinds that read its cached features
+            (:func:`uses_encoder`).
 
     Raises:
+        ValueError: the kind needs ``encoder`` and none was given.
         EmvosInputError: unknown kind, missing root, or options the dataset does not take.
     """
     if data.kind not in _REGISTRY:
         raise EmvosInputError(f"unknown dataset kind {data.kind!r}; choose one of {', '.join(dataset_kinds())}")
+    if uses_encoder(data.kind):
+        if encoder is None:
+            raise ValueError(f"encoder: dataset kind {data.kind!r} reads encoder features; pass the network's encoder")
+        return _REGISTRY[data.kind](data, clip_len, size, seed, exclude, encoder=encoder)
     return _REGISTRY[data.kind](data, clip_len, size, seed, exclude)
 
 
@@ -138,6 +164,18 @@ def _video_clips(cls: type[Dataset]) -> DatasetBuilder:
 
 register_dataset("davis")(_video_clips(DavisClips))
 register_dataset("ytvos")(_video_clips(YTVOSClips))
+
+
+@register_dataset("davis-cached", uses_encoder=True)
+def _build_davis_cached(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str],
+                        encoder: NamedEncoder) -> Dataset:
+    """DAVIS clips of cached encoder features (the cache is built here when missing)."""
+    kwargs = {**_clip_kwargs(_options(data, exclude), clip_len, size, seed), "encoder": encoder}
+    _check_options(CachedDavisClips, data, kwargs)
+    try:
+        return CachedDavisClips(data.root, **kwargs)
+    except ValueError as exc:
+        raise EmvosInputError(f"stage data (davis-cached at {data.root}): {exc}") from None
 
 
 @register_dataset("static")

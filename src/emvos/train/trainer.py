@@ -7,7 +7,9 @@ unrolls the clips through the network (frame 0 given, frames ``1..L-1`` predicte
 the previous frame, the previous mask being the network's own soft prediction), and takes one Adam
 step on the mean cross-entropy over all predicted frames. Clips whose first-frame mask is empty (an
 object fully covered by swap-and-attach, say) are left out of the loss; a batch with no usable clip
-is skipped without an optimizer step. The encoder stays frozen and the whole network stays in
+is skipped without an optimizer step. Stages whose dataset serves cached encoder features (kind
+``davis-cached``) unroll those features instead of frames, without swap-and-attach; their caches are
+built when the trainer starts, before the encoder is compiled. The encoder stays frozen and the whole network stays in
 evaluation mode (frozen BatchNorm). A stage with ``ema`` keeps a moving average of the trainable
 weights (:class:`WeightAverage`), which is what it validates and saves as the model.
 
@@ -41,16 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from emvos.data import swap_and_attach
+from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import resolve_device
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
 from emvos.model.config import ModelConfig
+from emvos.model.encoders import build_encoder
+from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
 from emvos.train.config import StageConfig, TrainConfig, save_config
-from emvos.train.datasets import IterationSampler, build_dataset, check_data_root
+from emvos.train.datasets import IterationSampler, build_dataset, check_data_root, uses_encoder
 from emvos.train.distributed import DistContext, distributed
 from emvos.train.monitor import Monitor
 from emvos.train.validation import HeldOutValidator
@@ -141,6 +146,47 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def stage_dataset(config: TrainConfig, index: int, encoder: NamedEncoder | None = None) -> Dataset:
+    """The training dataset of stage ``index`` of ``config``.
+
+    The held-out validation sequences are left out of datasets read from the validation folder.
+    ``encoder`` (the network's frozen encoder) is passed to kinds that read its cached features.
+    """
+    stage, val = config.stages[index], config.val
+    same_folder = bool(val.root and stage.data.root) and Path(val.root).resolve() == Path(stage.data.root).resolve()
+    return build_dataset(stage.data, stage.clip_len, stage.crop, derive_seed(config.seed, index),
+                         exclude=val.sequences if same_folder else (),
+                         encoder=encoder if uses_encoder(stage.data.kind) else None)
+
+
+def build_feature_caches(config: TrainConfig) -> int:
+    """Encode the feature caches that the config's stages read (kind ``davis-cached``), without training.
+
+    Uses the config's encoder with its ImageNet weights (those a new run starts from and keeps,
+    frozen) on the config's device, built after seeding PyTorch's generator with the config's seed
+    as a run does (so an encoder without stored weights gets a run's random weights); caches
+    already built are reused.
+
+    Returns:
+        The number of stages whose cache is now complete.
+
+    Raises:
+        EmvosInputError: invalid config or data.
+    """
+    config.validate()
+    stages = [i for i, stage in enumerate(config.stages) if uses_encoder(stage.data.kind)]
+    if not stages:
+        return 0
+    for index in stages:
+        check_data_root(config.stages[index].data)
+    torch.manual_seed(config.seed)
+    module = build_encoder(config.model.encoder).to(resolve_device(config.device))
+    encoder = NamedEncoder(config.model.encoder, module)
+    for index in stages:
+        stage_dataset(config, index, encoder)
+    return len(stages)
+
+
 def _worker_init(worker_id: int) -> None:
     """Loader workers leave interrupts to the training process, which stops them in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -205,6 +251,13 @@ class WeightAverage:
         decay = self.decay_at(self.updates)
         for name, p in params.items():
             self.shadow[name].lerp_(p.detach(), 1 - decay)
+
+
+def _clip_input(batch: dict[str, Any], device: torch.device) -> Tensor | Features:
+    """A batch's frames ``(B, L, 3, S, S)``, or its cached features (levels ``(B, L, C, S/s, S/s)``), on ``device``."""
+    if "features" in batch:
+        return Features(*(level.to(device, non_blocking=True) for level in batch["features"]))
+    return batch["frames"].to(device, non_blocking=True)
 
 
 def _clip_scores(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -276,6 +329,8 @@ class Trainer:
             if stage.crop % self.model.stride:
                 raise EmvosInputError(f"stage {stage.name}: crop {stage.crop} is not a multiple of the "
                                       f"{config.model.encoder} encoder's stride {self.model.stride}")
+        self._datasets: dict[int, Dataset] = {}
+        self._build_feature_caches()
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if config.compile:
@@ -294,7 +349,6 @@ class Trainer:
         self.best_jf: float | None = None
         self.best_step: int | None = None
         self.last_val: dict[str, float] = {}
-        self._datasets: dict[int, Dataset] = {}
         self._resumed_from = resume
         if checkpoint is not None:
             self._restore(checkpoint, Path(resume))
@@ -374,12 +428,28 @@ class Trainer:
                 for name, p in self.trainable.items():
                     p.copy_(live[name])
 
+    def _build_feature_caches(self) -> None:
+        """Build, before the encoder is compiled, the datasets of stages that read cached encoder features.
+
+        Their caches are encoded now when missing (rank 0 encodes; the other processes wait, then open).
+        """
+        for index, stage in enumerate(self.config.stages):
+            if uses_encoder(stage.data.kind):
+                if self.dist.is_main:
+                    self.stage_dataset(index)
+                self.dist.barrier()
+                self.stage_dataset(index)
+
     def _calibrate_equalized_keys(self) -> None:
         """Scale the new network's equalized keys on the first clips of stage 0 (frames 0 and 1)."""
         dataset = self.stage_dataset(0)
-        clips = torch.stack([dataset[k]["frames"] for k in range(self.config.stages[0].batch_size)])
-        clips = clips.to(self.device)
-        factor = self.model.calibrate_equalized_keys(clips[:, 0], clips[:, 1], self.config.em_logit_std)
+        batch = default_collate([dataset[k] for k in range(self.config.stages[0].batch_size)])
+        clips = _clip_input(batch, self.device)
+        if isinstance(clips, Tensor):
+            refs, queries = clips[:, 0], clips[:, 1]
+        else:
+            refs, queries = (Features(*(level[:, t].float() for level in clips)) for t in (0, 1))
+        factor = self.model.calibrate_equalized_keys(refs, queries, self.config.em_logit_std)
         if self.dist.is_main:
             print(f"equalized keys rescaled by {factor:.4g} (logit std {self.config.em_logit_std})", file=sys.stderr)
 
@@ -394,12 +464,8 @@ class Trainer:
         The held-out validation sequences are left out of datasets read from the validation folder.
         """
         if index not in self._datasets:
-            stage, val = self.config.stages[index], self.config.val
-            same_folder = bool(val.root and stage.data.root) and \
-                Path(val.root).resolve() == Path(stage.data.root).resolve()
-            self._datasets[index] = build_dataset(stage.data, stage.clip_len, stage.crop,
-                                                  derive_seed(self.config.seed, index),
-                                                  exclude=val.sequences if same_folder else ())
+            encoder = NamedEncoder(self.config.model.encoder, self.model.encoder)
+            self._datasets[index] = stage_dataset(self.config, index, encoder)
         return self._datasets[index]
 
     def _loader(self, stop: int) -> DataLoader:
@@ -462,16 +528,17 @@ class Trainer:
         """One optimizer step on this process's share of a batch.
 
         Args:
-            batch: ``frames (b, L, 3, S, S)`` and ``masks (b, L, S, S)`` of this process.
+            batch: ``frames (b, L, 3, S, S)`` (or ``features``: cached encoder features of the frames,
+                which skip swap-and-attach) and ``masks (b, L, S, S)`` of this process.
 
         Returns:
             This process's sums of per-clip loss and IoU over usable clips, and the number of usable
             clips (non-empty first-frame mask) over all processes; 0 means the batch was skipped.
         """
         cfg = self.config
-        frames = batch["frames"].to(self.device, non_blocking=True)
+        frames = _clip_input(batch, self.device)
         masks = batch["masks"].to(self.device, non_blocking=True)
-        if cfg.swap_attach_p > 0:
+        if cfg.swap_attach_p > 0 and isinstance(frames, Tensor):
             coin = torch.Generator().manual_seed(derive_seed(cfg.seed, self.stage, self.iteration, _SWAP_KEY))
             if torch.rand((), generator=coin).item() < cfg.swap_attach_p:
                 frames, masks = self._swap_and_attach(frames, masks, coin)
@@ -479,7 +546,7 @@ class Trainer:
         valid = self.dist.sum([usable.sum().item()])[0]
         if valid == 0:
             return 0.0, 0.0, 0.0
-        if cfg.channels_last:  # each frame clip[:, t] becomes a channels-last (B, 3, S, S) view
+        if cfg.channels_last and isinstance(frames, Tensor):  # each clip[:, t]: a channels-last (B, 3, S, S) view
             frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES.get(cfg.amp), enabled=cfg.amp != "none"):
             logits = self.network(frames, masks[:, 0])
