@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
+from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
@@ -92,9 +93,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "appears; emvos writes one indexed PNG of object ids per frame.")
     parser.add_argument("input", type=Path,
                         help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
-    parser.add_argument("--mask", type=Path, nargs="+", required=True,
+    parser.add_argument("--mask", type=Path, nargs="+", default=[],
                         help="indexed PNG(s) of object ids (0 = background) named after the frame they annotate "
                              "(a single mask with another name annotates the first frame), or a folder of them")
+    add_prompt_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for the label PNGs")
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,14 +108,22 @@ def run(args: argparse.Namespace) -> int:
     """Check every input, then segment the video, streaming frames in and PNGs out."""
     frames = open_frames(args.input)
     names = frames.names
-    masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
-                          frame_size=frames.size)
+    if has_prompt(args):
+        check_prompt(args, frames)
+    elif not args.mask:
+        raise EmvosInputError("give the objects' first masks with --mask, or point at one object with --box/--click")
+    else:
+        masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
+                              frame_size=frames.size)
     if args.out.exists() and not args.out.is_dir():
         raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
         raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
     predictor = build_predictor(args)
     from emvos.inference.predictor import chunks
+
+    if has_prompt(args):
+        masks = prompt_masks(args, frames, predictor.model.encoder)
 
     first_mask = masks[min(masks)][1]
     state = predictor.init_state()
