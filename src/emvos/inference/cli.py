@@ -15,6 +15,7 @@ from emvos.errors import EmvosInputError
 from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.io.mask_repair import OBJECT_LIMIT
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="indexed PNG(s) of object ids (0 = background) named after the frame they annotate "
                              "(a single mask with another name annotates the first frame), or a folder of them")
     add_prompt_options(parser)
+    parser.add_argument("--many-objects", action="store_true",
+                        help=f"accept masks with more than {OBJECT_LIMIT} objects (else taken for a blurred mask)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the label PNGs")
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError("give the objects' first masks with --mask, or point at one object with --box/--click")
     else:
         masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
-                              frame_size=frames.size)
+                              frame_size=frames.size, max_objects=None if args.many_objects else OBJECT_LIMIT)
     if args.out.exists() and not args.out.is_dir():
         raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":

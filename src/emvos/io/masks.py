@@ -2,8 +2,10 @@
 
 A mask is a PNG the size of the frames in which 0 is background and any other value (1..255, gaps
 allowed) is the id of one object. Palette PNGs (DAVIS-2017 style) and greyscale ``L`` PNGs
-(DAVIS-2016 style, one object with id 255) are accepted; everything else is rejected with a
-message that says how to save the mask instead.
+(DAVIS-2016 style, one object with id 255) are read as they are; colour (RGB/RGBA) masks and
+anti-aliased greyscale masks are turned into ids, and masks a little off the frame size resized,
+with a warning (:mod:`emvos.io.mask_repair`); everything else is rejected with a message that says
+how to save the mask instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from PIL import Image
 
 from emvos.errors import EmvosInputError
 from emvos.io.frames import natural_sort_key
+from emvos.io.mask_repair import (
+    OBJECT_LIMIT,
+    check_object_count,
+    fit_to_frame,
+    labels_from_colours,
+    threshold_antialiased,
+)
 
 MaskMode = Literal["P", "L"]
 
@@ -75,19 +84,23 @@ class MaskImage:
         return [int(value) for value in np.unique(self.labels) if value]
 
 
-def read_mask(path: str | Path) -> MaskImage:
-    """Read an object mask from a palette (``P``) or greyscale (``L``, or 1-bit) PNG.
+def read_mask(path: str | Path, *, max_objects: int | None = OBJECT_LIMIT) -> MaskImage:
+    """Read an object mask from a palette (``P``), greyscale (``L``, or 1-bit) or colour PNG.
 
     Args:
         path: The PNG file.
+        max_objects: More object ids than this is an error (``None``: no limit).
 
     Returns:
         A :class:`MaskImage` with ``(H, W) uint8`` labels. 1-bit PNGs become mode ``L`` masks with
-        id 255, like DAVIS-2016 masks.
+        id 255, like DAVIS-2016 masks. Colour (``RGB``, ``RGBA``, ``LA``) masks become mode ``P``
+        masks, one id per colour (black or transparent: background), the palette holding the
+        colours; anti-aliased ``L`` masks are thresholded; both with an
+        :class:`~emvos.errors.EmvosInputWarning`.
 
     Raises:
-        EmvosInputError: the file cannot be read, is not a PNG, is a colour (RGB/RGBA) or 16/32-bit
-            image, or contains no object.
+        EmvosInputError: the file cannot be read, is not a PNG, is a 16/32-bit image, has more than
+            255 colours or ``max_objects`` objects, or contains no object.
     """
     path = Path(path)
     try:
@@ -104,22 +117,29 @@ def read_mask(path: str | Path) -> MaskImage:
                     f"{path}: mask is a 16/32-bit image (mode {mode}); object ids must fit in 8 bits, "
                     f"{_SAVE_AS_INDEXED}"
                 )
-            if mode not in ("P", "L", "1"):
-                raise EmvosInputError(
-                    f"{path}: mask is a {mode} image (colour or with alpha), not indexed; {_SAVE_AS_INDEXED}"
-                )
+            if mode not in ("P", "L", "1", "RGB", "RGBA", "LA"):
+                raise EmvosInputError(f"{path}: mask is a {mode} image; {_SAVE_AS_INDEXED}")
             palette = image.getpalette() if mode == "P" else None
-            labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
+            if mode in ("RGB", "RGBA", "LA"):
+                pixels = np.array(image.convert("RGBA" if "A" in mode else "RGB"), dtype=np.uint8)
+            else:
+                labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
     except FileNotFoundError as error:
         raise EmvosInputError(f"{path}: no such mask file; check the path") from error
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise EmvosInputError(f"{path}: cannot read this mask ({error}); {_SAVE_AS_INDEXED}") from error
+    if mode in ("RGB", "RGBA", "LA"):
+        labels, palette = labels_from_colours(pixels, path)
     if not labels.any():
         raise EmvosInputError(
             f"{path}: mask has no object (every pixel is 0 = background); draw at least one object "
             "or leave this mask out"
         )
-    return MaskImage(labels=labels, palette=palette, mode="P" if mode == "P" else "L")
+    if mode == "L":
+        labels = threshold_antialiased(labels, path)
+    mask = MaskImage(labels=labels, palette=palette, mode="L" if mode in ("L", "1") else "P")
+    check_object_count(mask.object_ids, path, max_objects)
+    return mask
 
 
 def check_mask_size(mask: MaskImage, frame_size: tuple[int, int], path: str | Path) -> None:
@@ -160,17 +180,21 @@ def collect_masks(
     frame_names: Sequence[str],
     *,
     frame_size: tuple[int, int] | None = None,
+    max_objects: int | None = OBJECT_LIMIT,
 ) -> dict[int, tuple[Path, MaskImage]]:
     """Read the user's masks and assign each to the frame it annotates.
 
     A mask belongs to the frame whose name equals the mask file's stem (``00042.png`` -> the frame
-    named ``00042``). A lone mask whose stem matches no frame annotates the first frame. Masks at
-    later frames introduce objects that appear mid-video.
+    named ``00042``). A lone mask whose stem matches no frame annotates the first frame, unless
+    the stem is a number other than 0 (``00099.png``): that names a frame the video does not have. Masks at
+    later frames introduce objects that appear mid-video. A mask whose aspect ratio is the
+    frames' but not its size is resized to them, with a warning.
 
     Args:
         spec: One folder of ``.png`` masks, or one or more mask files.
         frame_names: The name of every frame, in order (:attr:`FrameSource.names`).
         frame_size: ``(H, W)`` of the frames; when given, every mask is checked against it.
+        max_objects: see :func:`read_mask`.
 
     Returns:
         ``{frame index: (mask path, mask)}``, ascending by frame index.
@@ -178,7 +202,8 @@ def collect_masks(
     Raises:
         EmvosInputError: a path does not exist, a folder has no masks, a mask is invalid (see
             :func:`read_mask`), several masks are given and one matches no frame, two masks
-            annotate the same frame, or a mask's size differs from ``frame_size``.
+            annotate the same frame, a lone mask is named after a frame the video lacks, or a
+            mask's aspect ratio differs from the frames'.
     """
     files = _mask_files(spec)
     index_of = {name: index for index, name in enumerate(frame_names)}
@@ -191,6 +216,11 @@ def collect_masks(
                     f"{file}: matches no frame (no frame is named {file.stem!r}); with several masks, "
                     "name each after the frame it annotates, e.g. 00000.png for the first frame"
                 )
+            if file.stem.isdigit() and int(file.stem) > 0:
+                raise EmvosInputError(
+                    f"{file}: names frame {file.stem}, but the video has {len(frame_names)} frames "
+                    f"({frame_names[0]} .. {frame_names[-1]}); rename it after the frame it annotates"
+                )
             index = 0
         if index in assigned:
             raise EmvosInputError(
@@ -201,8 +231,11 @@ def collect_masks(
     masks: dict[int, tuple[Path, MaskImage]] = {}
     for index in sorted(assigned):
         file = assigned[index]
-        mask = read_mask(file)
-        if frame_size is not None:
-            check_mask_size(mask, frame_size, file)
+        mask = read_mask(file, max_objects=max_objects)
+        if frame_size is not None and mask.size != tuple(frame_size):
+            resized = fit_to_frame(mask.labels, frame_size, file)
+            if resized is None:
+                check_mask_size(mask, frame_size, file)
+            mask = MaskImage(labels=resized, palette=mask.palette, mode=mask.mode)
         masks[index] = (file, mask)
     return masks
