@@ -56,8 +56,9 @@ def labels_from_colours(pixels: np.ndarray, path: str | Path) -> tuple[np.ndarra
     triples = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in colours]
     palette = [0, 0, 0] + [value for triple in triples for value in triple]
     shown = ", ".join(f"#{r:02x}{g:02x}{b:02x} -> {i}" for i, (r, g, b) in enumerate(triples[:20], start=1))
-    warnings.warn(f"{path}: colour mask read as {len(triples)} object(s) by colour: {shown}"
-                  + (", ..." if len(triples) > 20 else ""), EmvosInputWarning, stacklevel=3)
+    if triples:
+        warnings.warn(f"{path}: colour mask read as {len(triples)} object(s) by colour: {shown}"
+                      + (", ..." if len(triples) > 20 else ""), EmvosInputWarning, stacklevel=3)
     return labels, palette
 
 
