@@ -25,7 +25,7 @@ from emvos.io.masks import (
     full_palette,
     read_mask,
 )
-from emvos.io.writers import DEFAULT_QUEUE_DEPTH, LabelWriter, OverlayWriter, overlay
+from emvos.io.writers import DEFAULT_QUEUE_DEPTH, LabelWriter, OverlayWriter, greyscale_overlay_palette, overlay
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -45,6 +45,7 @@ __all__ = [
     "check_mask_size",
     "collect_masks",
     "full_palette",
+    "greyscale_overlay_palette",
     "natural_sort_key",
     "open_frames",
     "overlay",
