@@ -1,24 +1,31 @@
-"""``emvos segment``: segment the objects of a video from their masks."""
+"""``emvos segment``: segment the objects of a video from their masks, or from a box or clicks."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError, ParameterError
+from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
+from emvos.inference.review import ReviewLog
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
-from emvos.io import Frame, LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.io import LabelWriter, OverlayWriter, collect_masks, greyscale_overlay_palette, open_frames
+from emvos.io.formats import FORMATS, SOFT_FORMATS, result_writer
+from emvos.io.frame_range import FrameRange
+from emvos.io.mask_repair import OBJECT_LIMIT
+from emvos.io.preflight import check_frame_sizes, check_writable, existing_results
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from emvos.inference.adapt import AdaptReport
     from emvos.inference.predictor import VideoPredictor
 
 #: The flag of each predictor parameter, to word the library's :class:`ParameterError` for the command line.
@@ -109,58 +116,139 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "appears; emvos writes one indexed PNG of object ids per frame.")
     parser.add_argument("input", type=Path,
                         help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
-    parser.add_argument("--mask", type=Path, nargs="+", required=True,
+    parser.add_argument("--mask", type=Path, nargs="+", default=[],
                         help="indexed PNG(s) of object ids (0 = background) named after the frame they annotate "
                              "(a single mask with another name annotates the first frame), or a folder of them")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for the label PNGs")
+    add_prompt_options(parser)
+    parser.add_argument("--many-objects", action="store_true",
+                        help=f"accept masks with more than {OBJECT_LIMIT} objects (else taken for a blurred mask)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the results")
+    parser.add_argument("--format", choices=FORMATS, default="palette",
+                        help="palette: indexed PNGs (default); binary: a 0/255 PNG per object; soft: each object's "
+                             "probability as an 8-bit PNG; npz: labels and probabilities; coco: COCO RLE JSON; "
+                             "yolo: YOLO segmentation polygons")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run in --out (else such a folder is refused)")
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
+    parser.add_argument("--direction", choices=("forward", "backward", "both"), default="forward",
+                        help="forward (default); backward from the last mask; both: forward and backward from "
+                             "the first mask")
+    parser.add_argument("--start", type=int, default=0, help="first frame to segment (index from 0; default 0)")
+    parser.add_argument("--end", type=int, default=None, help="last frame to segment (default: the last)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_options(parser)
     parser.set_defaults(func=run)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` and ``--overlay`` can be written, and ``--out`` holds no other run's results (unless
+    ``--overwrite``, which removes them); before any work."""
+    check_writable(args.out, "--out")
+    stale = existing_results(args.out)
+    if stale and not args.overwrite:
+        raise EmvosInputError(f"{args.out}: holds {len(stale)} result files of an earlier run (e.g. {stale[0].name}); "
+                              "pass --overwrite to replace them, or choose another --out")
+    if args.overlay is not None:
+        if args.overlay.suffix.lower() != ".mp4":
+            raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
+        if args.overlay.is_dir():
+            raise EmvosInputError(f"{args.overlay}: is a folder; give the path of an .mp4 file for --overlay")
+        check_writable(args.overlay.parent, "--overlay")
+    for path in stale:
+        path.unlink()
+
+
+def _passes(args: argparse.Namespace, masks: list[int], last: int) -> list[tuple[bool, int, int]]:
+    """``(reverse, first, last)`` frame ranges to propagate over, in order, for ``--direction`` (``masks``:
+    the annotated frames). With ``both``, the backward pass starts again at the first mask's frame."""
+    start, end = args.start, last if args.end is None else args.end
+    if not 0 <= start <= end <= last:
+        raise EmvosInputError(f"--start {start} / --end {end}: the video's frames are 0..{last}, and --start "
+                              "must not be after --end")
+    inside = [index for index in masks if start <= index <= end]
+    if not inside:
+        raise EmvosInputError(f"no mask annotates a frame in {start}..{end} (masks at {sorted(masks)}); "
+                              "widen --start/--end or give a mask inside them")
+    if args.direction == "forward":
+        return [(False, start, end)]
+    if args.direction == "backward":
+        return [(True, start, end)]
+    anchor = min(inside)
+    return [(False, anchor, end)] + ([(True, start, anchor)] if anchor > start else [])
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check every input, then segment the video, streaming frames in and PNGs out."""
+    """Check every input, then segment the video, streaming frames in and results out."""
     frames = open_frames(args.input)
     names = frames.names
-    masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
-                          frame_size=frames.size)
-    if args.out.exists() and not args.out.is_dir():
-        raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
-    if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
-        raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
+    if has_prompt(args):
+        check_prompt(args, frames)
+    elif not args.mask:
+        raise EmvosInputError("give the objects' first masks with --mask, or point at one object with --box/--click")
+    else:
+        masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
+                              frame_size=frames.size, max_objects=None if args.many_objects else OBJECT_LIMIT)
+    if args.direction != "forward" and frames.num_frames is None:
+        raise EmvosInputError(f"{args.input}: the container does not say how many frames it has, so it cannot be "
+                              "propagated backward; re-encode it (e.g. to mp4) or use --direction forward")
+    last = (frames.num_frames or 1 << 62) - 1
+    passes = _passes(args, [args.frame] if has_prompt(args) else list(masks), last)
+    if args.cuda_graphs and args.format in SOFT_FORMATS:
+        raise EmvosInputError(f"--format {args.format} needs probabilities, which --cuda-graphs does not keep; "
+                              "leave out --cuda-graphs")
+    _check_outputs(args)
+    check_frame_sizes(frames)
     predictor = build_predictor(args)
+    if has_prompt(args):
+        masks = prompt_masks(args, frames, predictor.model.encoder)
     first_mask = masks[min(masks)][1]
-    state = predictor.init_state()
+    overlay_palette = first_mask.palette if first_mask.mode == "P" else greyscale_overlay_palette()
+    keep_overlay = args.overlay is not None and args.direction != "forward"  # written in frame order at the end
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    review = ReviewLog()
     seen: set[int] = set()
-    count = 0
-    start = time.perf_counter()
-    decoded: dict[int, Frame] = {}  # frames read ahead, until their prediction comes back
-
-    def images() -> Iterator[np.ndarray]:
-        for frame in frames:
-            decoded[frame.index] = frame
-            yield frame.image
-
+    adaptations: list[AdaptReport] = []
+    total = len({i for _, lo, hi in passes for i in range(lo, hi + 1)}) if frames.num_frames is not None else None
+    written: set[int] = set()
+    started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode))
-        overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size,
-                                                     palette=first_mask.palette))
+        writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode)
+                                     if args.format == "palette" else result_writer(args.format, args.out))
+        overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size, palette=overlay_palette))
                    if args.overlay else None)
-        bar = stack.enter_context(tqdm(total=frames.num_frames, unit="frame", disable=args.quiet, desc="segment"))
-        for pred in predictor.propagate(state, images(), {index: mask.labels for index, (_, mask) in masks.items()}):
-            frame = decoded.pop(pred.index)
-            writer.write(frame.name, pred.labels)
-            if overlay is not None:
-                overlay.write(frame.image, pred.labels)
-            seen.update(pred.object_ids)
-            count += 1
-            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(pred.object_ids),
-                            refresh=False)
-            bar.update(1)
-    elapsed = time.perf_counter() - start
-    if state.adaptations:
-        print(f"adapted to {len(state.adaptations)} mask(s) in {sum(a.seconds for a in state.adaptations):.1f} s")
+        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet, desc="segment"))
+        for reverse, lo, hi in passes:
+            state = predictor.init_state(probabilities=not args.cuda_graphs)
+            review.new_pass()
+            clip = FrameRange(frames, lo, hi)  # the clip's frame i is the video's frame lo + i
+            given = {index - lo: mask.labels for index, (_, mask) in masks.items() if lo <= index <= hi}
+            for pred in predictor.propagate(state, clip, given, direction="backward" if reverse else "forward"):
+                frame = clip.take(pred.index)
+                review.add(frame.index, frame.name, pred.labels, pred.object_ids, pred.probabilities)
+                if frame.index in written:  # --direction both: the first mask's frame, done forward
+                    continue
+                written.add(frame.index)
+                if args.format == "palette":
+                    writer.write(frame.name, pred.labels)
+                else:
+                    writer.write(frame.name, pred.labels, pred.object_ids, pred.probabilities)
+                if keep_overlay:
+                    held[frame.index] = (frame.image, pred.labels)
+                elif overlay is not None:
+                    overlay.write(frame.image, pred.labels)
+                seen.update(pred.object_ids)
+                bar.set_postfix(objects=len(pred.object_ids), refresh=False)
+                bar.update(1)
+            adaptations += state.adaptations
+        for index in sorted(held):
+            overlay.write(*held.pop(index))
+    elapsed = time.perf_counter() - started
+    review_path = review.write(args.out)
+    count = len(written)
+    if adaptations:
+        print(f"adapted to {len(adaptations)} mask(s) in {sum(a.seconds for a in adaptations):.1f} s")
     print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
           f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
+    print(f"review: {len(review.needs_review)} object-frames to check (lost, sudden area change, low confidence) "
+          f"-> {review_path}")
     return 0

@@ -75,11 +75,14 @@ class FramePrediction:
         index: frame index in the video.
         labels: ``(H, W) uint8`` map of user object ids (0 = background), at the frame's size.
         object_ids: ids of the objects tracked at this frame.
+        probabilities: ``(len(object_ids), H, W) uint8``: each object's probability x 255, when the
+            state keeps them (``init_state(..., probabilities=True)``), else ``None``.
     """
 
     index: int
     labels: np.ndarray
     object_ids: tuple[int, ...]
+    probabilities: np.ndarray | None = None
 
 
 @dataclass
@@ -113,6 +116,7 @@ class VideoState:
     network: EMVOS | None = None  # this video's adapted network (prepared); None: the predictor's
     tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
     adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
+    probabilities: list[Tensor] | None = None  # when kept: the current chunk's (O, H, W) uint8 probabilities
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -273,9 +277,16 @@ class VideoPredictor:
         return cls(load_network(checkpoint), device=device, adapt=adapt, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
-    def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
-        """A fresh state for a new video; ``frames`` is only needed for :meth:`propagate`."""
-        return VideoState(frames=frames)
+    def init_state(self, frames: Iterable[ImageLike] | None = None, *, probabilities: bool = False) -> VideoState:
+        """A fresh state for a new video; ``frames`` is only needed for :meth:`propagate`.
+
+        With ``probabilities``, every prediction carries its objects' probabilities
+        (:attr:`FramePrediction.probabilities`; not with ``cuda_graphs``).
+        """
+        if probabilities and self.cuda_graphs:
+            raise ParameterError(("probabilities", "cuda_graphs"), "cannot be combined: a CUDA graph's frames keep "
+                                                                   "no probabilities; leave out one of them")
+        return VideoState(frames=frames, probabilities=[] if probabilities else None)
 
     def add_mask(self, state: VideoState, frame_index: int, mask: MaskLike) -> list[int]:
         """Give the objects of ``mask`` at frame ``frame_index`` (not yet processed).
@@ -427,10 +438,13 @@ class VideoPredictor:
             tracked.append(labels)
             objects.append(tuple(state.object_ids))
         fetched = torch.stack(tracked).cpu().numpy() if tracked else []
-        for labels, given, ids in zip(fetched, givens[first:], objects, strict=True):
+        kept = [None] * len(fetched)
+        if state.probabilities is not None:
+            kept, state.probabilities = [p.cpu().numpy() for p in state.probabilities], []
+        for labels, given, ids, probs in zip(fetched, givens[first:], objects, kept, strict=True):
             if given is not None:
                 labels = np.where(given != 0, given, labels)
-            predictions.append(FramePrediction(state.next_index, labels, ids))
+            predictions.append(FramePrediction(state.next_index, labels, ids, probs))
             state.next_index += 1
         if self.adapt is not None and self.adapt.again and has_mask and not adapt_first:
             # A later mask (new objects, or a correction): the decoder adapts again, keys kept, so that
@@ -542,7 +556,10 @@ class VideoPredictor:
         fg = agg[1:]
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
-        labels = state.lut[state.geometry.restore(agg[None])[0].max(dim=0).indices]
+        restored = state.geometry.restore(agg[None])[0]
+        labels = state.lut[restored.max(dim=0).indices]
+        if state.probabilities is not None:
+            state.probabilities.append(restored[1:].mul(255).round_().to(torch.uint8))
         return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
