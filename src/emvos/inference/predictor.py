@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -270,16 +271,32 @@ class VideoPredictor:
         return [int(i) for i in np.unique(labels) if i != 0]
 
     # -- inference ------------------------------------------------------------------------------
-    def propagate(self, state: VideoState) -> Iterator[FramePrediction]:
+    def propagate(self, state: VideoState, reverse: bool = False) -> Iterator[FramePrediction]:
         """Segment the state's frames in order, applying masks added with :meth:`add_mask`.
 
-        Frames are read :attr:`lookahead` at a time (see :meth:`step_many`).
+        Frames are read :attr:`lookahead` at a time (see :meth:`step_many`). With ``reverse``, from
+        the last frame to the first (a mask given mid-video propagates backward; frame indices and
+        :meth:`add_mask`'s stay those of the video): the frames are read into memory first.
         """
         if state.frames is None:
             raise ValueError("this state has no frames; pass them to init_state(frames)")
+        if reverse:
+            yield from self._propagate_reversed(state)
+            return
         for chunk in chunks(state.frames, self.lookahead):
             masks = [state.pending.pop(state.next_index + i, None) for i in range(len(chunk))]
             yield from self.step_many(state, chunk, masks)
+
+    def _propagate_reversed(self, state: VideoState) -> Iterator[FramePrediction]:
+        """:meth:`propagate` over the frames in reverse, indices given and returned in video order."""
+        if state.next_index:
+            raise ValueError("propagate(reverse=True) needs a fresh state (init_state)")
+        frames = list(state.frames)
+        last = len(frames) - 1
+        state.pending = {last - index: mask for index, mask in state.pending.items()}
+        state.frames = frames[::-1]
+        for prediction in self.propagate(state):
+            yield dataclasses.replace(prediction, index=last - prediction.index)
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
