@@ -12,15 +12,19 @@ from tqdm import tqdm
 
 from emvos.cli import command_summary
 from emvos.errors import EmvosInputError
+from emvos.inference.frames import chunks
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
+    from emvos.onnx.predictor import OnnxPredictor
 
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
+#: ``segment --backend`` choices.
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = True) -> None:
@@ -84,6 +88,35 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
                           lookahead=getattr(args, "lookahead", 1))
 
 
+def build_onnx_predictor(args: argparse.Namespace) -> OnnxPredictor:
+    """The onnxruntime predictor ``--backend onnxruntime`` asks for; never imports PyTorch.
+
+    Options of the PyTorch backend that change its computation are refused.
+    """
+    refused = [flag for flag, used in (("--device", args.device not in ("auto", "cpu")),
+                                       ("--matching", args.matching is not None),
+                                       ("--k1/--k2", args.k1 is not None or args.k2 is not None),
+                                       ("--precision", args.precision != "fp32"), ("--compile", args.compile),
+                                       ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1))
+               if used]
+    if refused:
+        raise EmvosInputError(f"{', '.join(refused)}: PyTorch backend options; leave them out with "
+                              "--backend onnxruntime (it runs the exported fp32 model on the CPU)")
+    if args.onnx is not None and args.checkpoint is not None:
+        raise EmvosInputError("--onnx DIR already holds a model; give either --onnx or --checkpoint")
+    if args.threads is not None and args.threads < 1:
+        raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
+    if args.resolution < 0:
+        raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {args.resolution}")
+    try:
+        from emvos.onnx.predictor import OnnxPredictor
+    except ImportError as exc:
+        raise EmvosInputError(f"--backend onnxruntime needs onnxruntime ({exc}); pip install 'emvos[onnx]'") from None
+    if args.onnx is not None:
+        return OnnxPredictor.from_onnx(args.onnx, resolution=args.resolution, threads=args.threads)
+    return OnnxPredictor.from_checkpoint(args.checkpoint, resolution=args.resolution, threads=args.threads)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``emvos segment``."""
     parser = subparsers.add_parser(
@@ -99,6 +132,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_options(parser)
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                        help="pytorch (default), or onnxruntime: the model's ONNX export on onnxruntime's CPU "
+                             "runtime, without PyTorch (pip install 'emvos[onnx]')")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="DIR",
+                        help="with --backend onnxruntime: a folder of emvos export --onnx (default: the model's "
+                             "export, made once and cached)")
     parser.set_defaults(func=run)
 
 
@@ -112,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
         raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
-    predictor = build_predictor(args)
-    from emvos.inference.predictor import chunks
-
+    predictor = build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
     first_mask = masks[min(masks)][1]
     state = predictor.init_state()
     seen: set[int] = set()
