@@ -20,6 +20,7 @@ from emvos.runtime import keep_freed_memory, use_cudnn_autotuning, use_huge_page
 #: in the order ``emvos --help`` lists them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("emvos.inference.cli", "segment objects through a video, given their masks"),
+    "batch": ("emvos.batch.cli", "segment many videos (a CSV manifest or a folder), locally or on Ray workers"),
     "eval": ("emvos.eval.cli", "score result masks on DAVIS (J&F, as the official toolkit)"),
     "benchmark": ("emvos.eval.benchmark", "segment a DAVIS split, score it and measure speed and memory"),
     "speed": ("emvos.eval.speed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,21 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
         parser.add_argument("--lookahead", type=int, default=1,
                             help="frames read ahead and encoded as one batch (default 1); 8 fills a GPU better")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--onnx``, for the commands that segment whole videos (``segment``, ``batch``)."""
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                        help="pytorch (default), or onnxruntime: the model's ONNX export on onnxruntime's CPU "
+                             "runtime, without PyTorch (pip install 'emvos[onnx]')")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="DIR",
+                        help="with --backend onnxruntime: a folder of emvos export --onnx (default: the model's "
+                             "export, made once and cached)")
+
+
+def make_predictor(args: argparse.Namespace) -> VideoPredictor | OnnxPredictor:
+    """The predictor of the inference and backend options (:func:`build_predictor` or :func:`build_onnx_predictor`)."""
+    return build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
 
 
 def build_predictor(args: argparse.Namespace) -> VideoPredictor:
@@ -132,17 +148,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_options(parser)
-    parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                        help="pytorch (default), or onnxruntime: the model's ONNX export on onnxruntime's CPU "
-                             "runtime, without PyTorch (pip install 'emvos[onnx]')")
-    parser.add_argument("--onnx", type=Path, default=None, metavar="DIR",
-                        help="with --backend onnxruntime: a folder of emvos export --onnx (default: the model's "
-                             "export, made once and cached)")
+    add_backend_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check every input, then segment the video, streaming frames in and PNGs out."""
+    """Segment the video and print what was done."""
+    done = segment_video(args)
+    print(f"segmented {done.frames} frames, {done.objects} objects in {done.seconds:.1f} s ({done.fps:.2f} fps) "
+          f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
+    return 0
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """What :func:`segment_video` did: frames written, objects seen, seconds from the first frame to the last PNG."""
+
+    frames: int
+    objects: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        """Frames per second."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def segment_video(args: argparse.Namespace, predictor: VideoPredictor | OnnxPredictor | None = None) -> Segmented:
+    """Check every input of ``segment``'s ``args``, then segment the video, streaming frames in and PNGs out.
+
+    ``predictor``: one to reuse (``emvos batch`` keeps one per worker); by default the one the
+    arguments describe.
+    """
     frames = open_frames(args.input)
     names = frames.names
     masks = collect_masks(args.mask, names if names is not None else [frames.frame_name(0)],
@@ -151,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
     if args.overlay is not None and args.overlay.suffix.lower() != ".mp4":
         raise EmvosInputError(f"{args.overlay}: overlay videos are mp4 files; give a path ending in .mp4")
-    predictor = build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
+    if predictor is None:
+        predictor = make_predictor(args)
     first_mask = masks[min(masks)][1]
     state = predictor.init_state()
     seen: set[int] = set()
@@ -175,7 +213,4 @@ def run(args: argparse.Namespace) -> int:
             count += len(chunk)
             bar.update(len(chunk))
             bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(preds[-1].object_ids))
-    elapsed = time.perf_counter() - start
-    print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
-          f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
-    return 0
+    return Segmented(count, len(seen), time.perf_counter() - start)
