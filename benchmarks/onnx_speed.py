@@ -11,7 +11,7 @@ the table is written as a Markdown page, with the command that produced it.
 Example::
 
     python benchmarks/onnx_speed.py --davis ../shared/data/davis2016-train --sequence bear --frames 50 \\
-        --rounds 3 --threads 2 --doc docs/performance-onnx.md
+        --rounds 3 --threads 1,2 --doc docs/performance-onnx.md
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--sequence", default="bear")
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="threads of both backends")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts, each for both backends")
     parser.add_argument("--resolution", type=int, default=480)
     parser.add_argument("--doc", type=Path, default=None, help="write the results as this Markdown page")
     args = parser.parse_args()
@@ -92,23 +92,29 @@ def main() -> None:
             (frames / image.name).symlink_to(image.resolve())
         subprocess.run([*emvos, "export", "--onnx", str(root / "onnx")], check=True, capture_output=True)
         extra = {"pytorch": [], "onnxruntime": ["--onnx", str(root / "onnx")]}
-        results: dict[str, list[tuple[float, float, float]]] = {b: [] for b in BACKENDS}
+        thread_counts = [int(t) for t in args.threads.split(",")]
+        cells = [(t, b) for t in thread_counts for b in BACKENDS]
+        results: dict[tuple[int, str], list[tuple[float, float, float]]] = {c: [] for c in cells}
         load_before = os.getloadavg()[0]
         started = datetime.now(timezone.utc)
         for round_index in range(args.rounds):
-            order = BACKENDS if round_index % 2 == 0 else BACKENDS[::-1]
-            for backend in order:
+            for threads, backend in cells if round_index % 2 == 0 else cells[::-1]:
                 command = [*emvos, "segment", str(frames), "--mask", str(mask), "--out", str(root / backend),
-                           "--backend", backend, "--threads", str(args.threads), "--resolution",
+                           "--backend", backend, "--threads", str(threads), "--resolution",
                            str(args.resolution), "--quiet", *extra[backend]]
-                results[backend].append(_run(command))
-                print(backend, *(f"{v:.2f}" for v in results[backend][-1]), flush=True)
+                results[threads, backend].append(_run(command))
+                print(threads, backend, *(f"{v:.2f}" for v in results[threads, backend][-1]), flush=True)
         load_after = os.getloadavg()[0]
         agreement = _agreement(root / "pytorch", root / "onnxruntime")
 
-    medians = {b: [statistics.median(r[i] for r in results[b]) for i in range(3)] for b in BACKENDS}
-    rows = [f"| {b} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.2f} |" for b, m in medians.items()]
-    pt, ort = medians["pytorch"], medians["onnxruntime"]
+    medians = {c: [statistics.median(r[i] for r in results[c]) for i in range(3)] for c in cells}
+    rows = []
+    for threads in thread_counts:
+        pt, ort = medians[threads, "pytorch"], medians[threads, "onnxruntime"]
+        rows += [f"| {threads} | {b} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.2f} |"
+                 for b, m in (("pytorch", pt), ("onnxruntime", ort))]
+        rows.append(f"| {threads} | onnxruntime / pytorch | {ort[0] / pt[0]:.2f}x | {ort[1] / pt[1]:.2f}x | "
+                    f"{ort[2] / pt[2]:.2f}x |")
     command = "python benchmarks/onnx_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     page = "\n".join([
         "# onnxruntime and PyTorch on the CPU",
@@ -124,15 +130,15 @@ def main() -> None:
         f"- Software: PyTorch {version('torch')}, onnxruntime {version('onnxruntime')}, "
         f"Python {platform.python_version()}.",
         f"- Work: `emvos segment` on the first {len(images)} frames of DAVIS `{args.sequence}` "
-        f"(1 object), resolution {args.resolution}, {args.threads} threads, {args.rounds} rounds alternating the "
-        "backends; medians. Whole processes: startup, imports, decoding frames and writing PNGs included.",
+        f"(1 object), resolution {args.resolution}, {args.rounds} rounds, each running every cell once (the "
+        "order reversed every other round); medians. Whole processes: startup, imports, decoding frames and "
+        "writing PNGs included.",
         "",
-        "| backend | wall s (whole process) | CPU s (user + system) | fps printed by segment (its loop) |",
-        "|---|---|---|---|",
+        "| threads | backend | wall s (whole process) | CPU s (user + system) | fps printed by segment (its loop) |",
+        "|---|---|---|---|---|",
         *rows,
         "",
-        f"onnxruntime / PyTorch: wall time {ort[0] / pt[0]:.2f}x, CPU time {ort[1] / pt[1]:.2f}x, loop fps "
-        f"{ort[2] / pt[2]:.2f}x. The two backends' masks agree on {100 * agreement:.3f} % of the pixels.",
+        f"The two backends' masks (last round) agree on {100 * agreement:.3f} % of the pixels.",
         "",
     ])
     print(page)
