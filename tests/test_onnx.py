@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
@@ -26,6 +28,7 @@ from emvos.onnx.export import export_onnx  # noqa: E402
 from emvos.onnx.files import MANIFEST, read_onnx_folder  # noqa: E402
 from emvos.onnx.predictor import OnnxPredictor  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 H, W = 40, 72
 #: Share of pixels on which the two backends must agree (the issue's bar, on real sequences).
 AGREEMENT = 0.999
@@ -212,3 +215,47 @@ def test_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     assert onnx_files.cache_root() == tmp_path / "emvos"
     monkeypatch.setenv(onnx_files.CACHE_ENV, os.fspath(tmp_path / "c"))
     assert onnx_files.cache_root() == tmp_path / "c"
+
+
+def test_the_labelling_tool_example_tracks_over_http(tiny: tuple[Path, Path]) -> None:
+    """The example service answers a plain HTTP client with the driver's own masks."""
+    import importlib.util
+    import threading
+    import urllib.error
+    import urllib.request
+
+    spec = importlib.util.spec_from_file_location("labelling_server", REPO_ROOT / "examples" / "labelling_server.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    predictor = OnnxPredictor.from_onnx(tiny[1], resolution=0, threads=1)
+    server = example.make_server(example.TrackingService(predictor), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str, body: dict[str, object]) -> dict[str, object]:
+        request = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def png(array: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    try:
+        frames, mask = _frames(3), _mask({1: (4, 20, 4, 30), 2: (22, 38, 40, 70)})
+        session = post("/sessions", {})["session"]
+        replies = [post(f"/sessions/{session}/frames", {"image": png(f), **({"mask": png(mask)} if i == 0 else {})})
+                   for i, f in enumerate(frames)]
+        state = predictor.init_state()
+        for i, (frame, reply) in enumerate(zip(frames, replies, strict=True)):
+            expected = predictor.step(state, frame, mask if i == 0 else None)
+            got = np.array(Image.open(io.BytesIO(base64.b64decode(reply["mask"]))))
+            assert reply["index"] == i and reply["object_ids"] == [1, 2]
+            assert np.array_equal(got, expected.labels)
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            post("/sessions/unknown/frames", {"image": png(frames[0])})
+    finally:
+        server.shutdown()
+        server.server_close()
