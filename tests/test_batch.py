@@ -8,26 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from emvos.batch.manifest import read_manifest
 from emvos.batch.runner import RECORD, SUMMARY
 from emvos.cli import main
 from emvos.errors import EmvosInputError
-from emvos.model.checkpoint import save_checkpoint
-from emvos.model.config import ModelConfig
-from emvos.model.network import EMVOS
 
 H, W = 32, 48
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None))
-    return path
 
 
 def _video(folder: Path, name: str, frames: int = 3, mask_size: tuple[int, int] = (H, W)) -> None:
@@ -51,13 +39,13 @@ def _summary(out: Path) -> dict[str, dict[str, str]]:
         return {row["video"]: row for row in csv.DictReader(f)}
 
 
-def test_a_failing_video_is_recorded_and_the_others_go_on(tmp_path: Path, checkpoint: Path) -> None:
+def test_a_failing_video_is_recorded_and_the_others_go_on(tmp_path: Path, tiny_checkpoint: Path) -> None:
     videos = tmp_path / "videos"
     _video(videos, "a")
     _video(videos, "b", mask_size=(H + 1, W))  # a mask of the wrong size
     _video(videos, "c", frames=4)
     out = tmp_path / "out"
-    assert _batch(videos, out, checkpoint) == 1
+    assert _batch(videos, out, tiny_checkpoint) == 1
     summary = _summary(out)
     assert [summary[v]["status"] for v in "abc"] == ["done", "failed", "done"]
     assert summary["c"]["frames"] == "4" and summary["c"]["objects"] == "1" and float(summary["c"]["fps"]) > 0
@@ -65,25 +53,25 @@ def test_a_failing_video_is_recorded_and_the_others_go_on(tmp_path: Path, checkp
     assert sorted(p.name for p in (out / "c").glob("*.png")) == [f"{i:05d}.png" for i in range(4)]
 
 
-def test_a_rerun_skips_finished_videos_and_retries_failed_ones(tmp_path: Path, checkpoint: Path,
+def test_a_rerun_skips_finished_videos_and_retries_failed_ones(tmp_path: Path, tiny_checkpoint: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     videos = tmp_path / "videos"
     _video(videos, "a")
     _video(videos, "b", mask_size=(H + 1, W))
     out = tmp_path / "out"
-    assert _batch(videos, out, checkpoint) == 1
+    assert _batch(videos, out, tiny_checkpoint) == 1
     record = (out / "a" / RECORD).read_text()
     (out / "a" / "00000.png").unlink()  # a skipped video is not written again
     _video(tmp_path / "fixed", "b")
     (videos / "b.png").write_bytes((tmp_path / "fixed" / "b.png").read_bytes())
     capsys.readouterr()
-    assert _batch(videos, out, checkpoint) == 0
+    assert _batch(videos, out, tiny_checkpoint) == 0
     assert "1 already done, 1 to do" in capsys.readouterr().out
     assert (out / "a" / RECORD).read_text() == record and not (out / "a" / "00000.png").exists()
     assert _summary(out)["b"]["status"] == "done"
 
 
-def test_csv_manifest_with_names_and_shards(tmp_path: Path, checkpoint: Path) -> None:
+def test_csv_manifest_with_names_and_shards(tmp_path: Path, tiny_checkpoint: Path) -> None:
     videos = tmp_path / "videos"
     for name in ("a", "b", "c"):
         _video(videos, name)
@@ -91,11 +79,11 @@ def test_csv_manifest_with_names_and_shards(tmp_path: Path, checkpoint: Path) ->
     manifest.write_text("video,mask,name\nvideos/a,videos/a.png,first\nvideos/b,videos/b.png,\n"
                         "videos/c,videos/c.png,third\n")
     out = tmp_path / "out"
-    assert _batch(manifest, out, checkpoint, "--shard", "1/2") == 0
+    assert _batch(manifest, out, tiny_checkpoint, "--shard", "1/2") == 0
     summary = _summary(out)
     assert [(v, summary[v]["status"]) for v in summary] == [("first", "pending"), ("b", "done"),
                                                             ("third", "pending")]
-    assert _batch(manifest, out, checkpoint, "--shard", "0/2") == 0
+    assert _batch(manifest, out, tiny_checkpoint, "--shard", "0/2") == 0
     assert {row["status"] for row in _summary(out).values()} == {"done"}
 
 
@@ -105,13 +93,13 @@ def test_csv_manifest_with_names_and_shards(tmp_path: Path, checkpoint: Path) ->
     ("video,mask\nvideos/a,videos/a.png\nvideos/a,videos/a.png\n", "distinct names"),
     ("video,mask\n", "lists no videos"),
 ])
-def test_bad_manifests_are_refused_before_any_work(tmp_path: Path, checkpoint: Path,
+def test_bad_manifests_are_refused_before_any_work(tmp_path: Path, tiny_checkpoint: Path,
                                                    capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
     _video(tmp_path / "videos", "a")
     (tmp_path / "list.csv").write_text(text)
     with pytest.raises(EmvosInputError, match=message):
         read_manifest(tmp_path / "list.csv")
-    assert _batch(tmp_path / "list.csv", tmp_path / "out", checkpoint) == 2
+    assert _batch(tmp_path / "list.csv", tmp_path / "out", tiny_checkpoint) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
@@ -123,20 +111,20 @@ def test_a_video_without_a_mask_beside_it_is_refused(tmp_path: Path) -> None:
         read_manifest(tmp_path / "videos")
 
 
-def test_workers_need_ray(tmp_path: Path, checkpoint: Path) -> None:
+def test_workers_need_ray(tmp_path: Path, tiny_checkpoint: Path) -> None:
     _video(tmp_path / "videos", "a")
-    assert _batch(tmp_path / "videos", tmp_path / "out", checkpoint, "--workers", "2") == 2
+    assert _batch(tmp_path / "videos", tmp_path / "out", tiny_checkpoint, "--workers", "2") == 2
 
 
 @pytest.mark.slow
-def test_ray_workers_on_a_local_instance(tmp_path: Path, checkpoint: Path) -> None:
+def test_ray_workers_on_a_local_instance(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """Two Ray workers, each with its predictor (onnxruntime: the workers need neither PyTorch nor
     the test encoder), on a local Ray instance."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'emvos[ray]')")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from emvos.onnx.export import export_onnx
 
-    onnx_dir = export_onnx(tmp_path / "onnx", checkpoint)
+    onnx_dir = export_onnx(tmp_path / "onnx", tiny_checkpoint)
     videos = tmp_path / "videos"
     for name in ("a", "b", "c"):
         _video(videos, name)

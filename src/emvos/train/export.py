@@ -88,7 +88,10 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if checkpoint is not None and not checkpoint.is_file():
         raise EmvosInputError(f"{checkpoint}: no such file; give --checkpoint an emvos checkpoint or leave it out "
                               "for the shipped model")
-    from emvos.onnx.export import export_onnx
+    try:
+        from emvos.onnx.export import export_onnx
+    except ImportError as exc:
+        raise EmvosInputError(f"--onnx needs the onnx package ({exc}); pip install 'emvos[onnx]'") from None
     from emvos.onnx.files import GRAPHS
 
     out = export_onnx(args.onnx, checkpoint)
