@@ -21,6 +21,10 @@ class _Worker:
     """A Ray actor's state: the batch's options and the predictor built from them."""
 
     def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        from emvos.runtime import keep_freed_memory, use_huge_pages
+
+        use_huge_pages()  # the process settings of the emvos command, before the predictor imports PyTorch
+        keep_freed_memory()
         from emvos.inference.cli import make_predictor
 
         self.args, self.out = args, out
