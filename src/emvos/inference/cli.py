@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,13 +30,18 @@ if TYPE_CHECKING:
 
     from emvos.inference.adapt import AdaptReport
     from emvos.inference.predictor import VideoPredictor
+    from emvos.onnx.predictor import OnnxPredictor
+
+    Predictor = VideoPredictor | OnnxPredictor
 
 #: The flag of each predictor parameter, to word the library's :class:`ParameterError` for the command line.
 PREDICTOR_FLAGS = {"checkpoint": "--checkpoint", "device": "--device", "resolution": "--resolution",
                    "bijective": "--matching bm-kernel/bm-topk", "precision": "--precision", "compile": "--compile",
-                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead"}
+                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead", "threads": "--threads"}
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
+#: ``segment --backend`` choices.
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = True) -> None:
@@ -61,11 +69,51 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
     if lookahead:
         parser.add_argument("--lookahead", type=int, default=1,
                             help="frames read ahead and encoded as one batch (default 1); 8 fills a GPU better")
-    parser.add_argument("--adapt", type=int, default=DEFAULT_ADAPT_STEPS, metavar="STEPS",
+    parser.add_argument("--adapt", type=int, default=None, metavar="STEPS",
                         help="test-time adaptation: fine-tune the decoder for STEPS steps on the first annotated "
                              f"frame before propagating (default {DEFAULT_ADAPT_STEPS}, a few seconds on a CPU; "
-                             "0 turns it off: faster start, less accurate)")
+                             "0 turns it off: faster start, less accurate; the onnxruntime backend does not adapt)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--onnx``, for the commands that segment whole videos (``segment``, ``batch``)."""
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                        help="pytorch (default), or onnxruntime: the model's ONNX export on onnxruntime's CPU "
+                             "runtime, without PyTorch (pip install 'emvos[onnx]')")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="DIR",
+                        help="with --backend onnxruntime: a folder of emvos export --onnx (default: the model's "
+                             "export, made once and cached)")
+
+
+def check_backend_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, what ``--backend onnxruntime`` cannot do: the PyTorch backend's options
+    that change its computation, ``--onnx`` with ``--checkpoint``, or onnxruntime not installed."""
+    if args.backend != "onnxruntime":
+        return
+    refused = [flag for flag, used in (("--device", args.device not in ("auto", "cpu")),
+                                       ("--matching", args.matching is not None),
+                                       ("--k1/--k2", args.k1 is not None or args.k2 is not None),
+                                       ("--precision", args.precision != "fp32"), ("--compile", args.compile),
+                                       ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1),
+                                       ("--adapt", bool(args.adapt)))
+               if used]
+    if refused:
+        raise EmvosInputError(f"{', '.join(refused)}: PyTorch backend options; leave them out with "
+                              "--backend onnxruntime (it runs the exported fp32 model on the CPU)")
+    if args.onnx is not None and args.checkpoint is not None:
+        raise EmvosInputError("--onnx DIR already holds a model; give either --onnx or --checkpoint")
+    if args.threads is not None and args.threads < 1:
+        raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
+    if args.resolution < 0:
+        raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {args.resolution}")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise EmvosInputError("--backend onnxruntime needs onnxruntime; pip install 'emvos[onnx]'")
+
+
+def make_predictor(args: argparse.Namespace) -> Predictor:
+    """The predictor of the inference and backend options (:func:`build_predictor` or :func:`build_onnx_predictor`)."""
+    return build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
 
 
 def build_predictor(args: argparse.Namespace) -> VideoPredictor:
@@ -86,8 +134,9 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         torch.set_num_threads(args.threads)
     if args.device != "auto" and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-    if args.adapt < 0:
-        raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {args.adapt}")
+    steps = DEFAULT_ADAPT_STEPS if args.adapt is None else args.adapt
+    if steps < 0:
+        raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {steps}")
     try:
         model = load_network(args.checkpoint)
         matching = args.matching
@@ -103,7 +152,21 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
                               precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
                               lookahead=getattr(args, "lookahead", 1),
-                              adapt=AdaptSettings(steps=args.adapt) if args.adapt else None)
+                              adapt=AdaptSettings(steps=steps) if steps else None)
+    except ParameterError as error:
+        raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
+
+
+def build_onnx_predictor(args: argparse.Namespace) -> OnnxPredictor:
+    """The onnxruntime predictor ``--backend onnxruntime`` asks for (:func:`check_backend_options`);
+    never imports PyTorch."""
+    check_backend_options(args)
+    from emvos.onnx.predictor import OnnxPredictor
+
+    try:
+        if args.onnx is not None:
+            return OnnxPredictor.from_onnx(args.onnx, resolution=args.resolution, threads=args.threads)
+        return OnnxPredictor.from_checkpoint(args.checkpoint, resolution=args.resolution, threads=args.threads)
     except ParameterError as error:
         raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 
@@ -114,6 +177,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "segment", help=command_summary("segment"),
         description="Segment the objects of a video. Give the objects' masks at the frame where each first "
                     "appears; emvos writes one indexed PNG of object ids per frame.")
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``segment``'s arguments (:func:`add_parser`, :func:`segment_arguments`)."""
     parser.add_argument("input", type=Path,
                         help="a folder of frames (jpg/png) or a video file (mp4, mov, avi, webm, mkv)")
     parser.add_argument("--mask", type=Path, nargs="+", default=[],
@@ -137,7 +206,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--end", type=int, default=None, help="last frame to segment (default: the last)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_options(parser)
-    parser.set_defaults(func=run)
+    add_backend_options(parser)
+
+
+def segment_arguments(input: Path, masks: Sequence[Path], out: Path) -> argparse.Namespace:
+    """What ``emvos segment INPUT --mask MASKS --out OUT`` parses to: every other option at its default
+    (``emvos batch`` sets its own inference options on it for each video)."""
+    parser = argparse.ArgumentParser(prog="emvos segment")
+    _add_arguments(parser)
+    args = parser.parse_args(["--out", str(out), "--", str(input)])
+    args.mask = list(masks)
+    return args
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -178,7 +257,50 @@ def _passes(args: argparse.Namespace, masks: list[int], last: int) -> list[tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check every input, then segment the video, streaming frames in and results out."""
+    """Segment the video and print what was done."""
+    done = segment_video(args)
+    if done.adaptations:
+        print(f"adapted to {len(done.adaptations)} mask(s) in {sum(a.seconds for a in done.adaptations):.1f} s")
+    print(f"segmented {done.frames} frames, {done.objects} objects in {done.seconds:.1f} s ({done.fps:.2f} fps) "
+          f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
+    print(f"review: {done.to_review} object-frames to check (lost, sudden area change, low confidence) "
+          f"-> {done.review}")
+    return 0
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """What :func:`segment_video` did.
+
+    Attributes:
+        frames: frames written.
+        objects: objects seen.
+        seconds: from the first frame to the last result written.
+        review: the review file (:mod:`emvos.inference.review`).
+        to_review: the object-frames it flags.
+        adaptations: what each test-time adaptation did (PyTorch backend).
+    """
+
+    frames: int
+    objects: int
+    seconds: float
+    review: Path
+    to_review: int
+    adaptations: tuple[AdaptReport, ...] = ()
+
+    @property
+    def fps(self) -> float:
+        """Frames per second."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) -> Segmented:
+    """Check every input of ``segment``'s ``args``, then segment the video, streaming frames in and
+    results out.
+
+    ``predictor``: one to reuse (``emvos batch`` keeps one per worker); by default the one the
+    arguments describe (:func:`make_predictor`).
+    """
     frames = open_frames(args.input)
     names = frames.names
     if has_prompt(args):
@@ -193,14 +315,18 @@ def run(args: argparse.Namespace) -> int:
                               "propagated backward; re-encode it (e.g. to mp4) or use --direction forward")
     last = (frames.num_frames or 1 << 62) - 1
     passes = _passes(args, [args.frame] if has_prompt(args) else list(masks), last)
-    if args.cuda_graphs and args.format in SOFT_FORMATS:
-        raise EmvosInputError(f"--format {args.format} needs probabilities, which --cuda-graphs does not keep; "
-                              "leave out --cuda-graphs")
+    check_backend_options(args)
+    keeps_probabilities = not args.cuda_graphs and args.backend == "pytorch"
+    if args.format in SOFT_FORMATS and not keeps_probabilities:
+        raise EmvosInputError(f"--format {args.format} needs probabilities, which "
+                              + ("--cuda-graphs does not keep; leave out --cuda-graphs" if args.cuda_graphs else
+                                 "--backend onnxruntime does not give; use --backend pytorch"))
     _check_outputs(args)
     check_frame_sizes(frames)
-    predictor = build_predictor(args)
-    if has_prompt(args):
-        masks = prompt_masks(args, frames, predictor.model.encoder)
+    if predictor is None:
+        predictor = make_predictor(args)
+    if has_prompt(args):  # clicks without a box are seeded by the encoder's features (the shipped one's on onnx)
+        masks = prompt_masks(args, frames, predictor.model.encoder if args.backend == "pytorch" else None)
     first_mask = masks[min(masks)][1]
     overlay_palette = first_mask.palette if first_mask.mode == "P" else greyscale_overlay_palette()
     keep_overlay = args.overlay is not None and args.direction != "forward"  # written in frame order at the end
@@ -218,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
                    if args.overlay else None)
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet, desc="segment"))
         for reverse, lo, hi in passes:
-            state = predictor.init_state(probabilities=not args.cuda_graphs)
+            state = predictor.init_state(probabilities=keeps_probabilities)
             review.new_pass()
             clip = FrameRange(frames, lo, hi)  # the clip's frame i is the video's frame lo + i
             given = {index - lo: mask.labels for index, (_, mask) in masks.items() if lo <= index <= hi}
@@ -239,16 +365,9 @@ def run(args: argparse.Namespace) -> int:
                 seen.update(pred.object_ids)
                 bar.set_postfix(objects=len(pred.object_ids), refresh=False)
                 bar.update(1)
-            adaptations += state.adaptations
+            adaptations += getattr(state, "adaptations", [])  # the onnxruntime backend does not adapt
         for index in sorted(held):
             overlay.write(*held.pop(index))
     elapsed = time.perf_counter() - started
     review_path = review.write(args.out)
-    count = len(written)
-    if adaptations:
-        print(f"adapted to {len(adaptations)} mask(s) in {sum(a.seconds for a in adaptations):.1f} s")
-    print(f"segmented {count} frames, {len(seen)} objects in {elapsed:.1f} s ({count / elapsed:.2f} fps) "
-          f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
-    print(f"review: {len(review.needs_review)} object-frames to check (lost, sudden area change, low confidence) "
-          f"-> {review_path}")
-    return 0
+    return Segmented(len(written), len(seen), elapsed, review_path, len(review.needs_review), tuple(adaptations))

@@ -21,26 +21,31 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from emvos.errors import ParameterError
 from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
+from emvos.inference.frames import (
+    Direction,
+    FramePrediction,
+    ImageLike,
+    MaskLike,
+    as_image,
+    as_labels,
+    propagate_frames,
+)
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
@@ -56,34 +61,6 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, tor
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
-#: The model shipped inside the package, used when no checkpoint is given.
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
-
-ImageLike = np.ndarray | Image.Image
-T = TypeVar("T")
-MaskLike = np.ndarray | Image.Image
-Direction = Literal["forward", "backward"]
-#: The orders :meth:`VideoPredictor.propagate` segments a video in.
-DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
-
-
-@dataclass(frozen=True)
-class FramePrediction:
-    """The segmentation of one frame.
-
-    Attributes:
-        index: frame index in the video.
-        labels: ``(H, W) uint8`` map of user object ids (0 = background), at the frame's size.
-        object_ids: ids of the objects tracked at this frame.
-        probabilities: ``(len(object_ids), H, W) uint8``: each object's probability x 255, when the
-            state keeps them (``init_state(..., probabilities=True)``), else ``None``.
-    """
-
-    index: int
-    labels: np.ndarray
-    object_ids: tuple[int, ...]
-    probabilities: np.ndarray | None = None
-
 
 @dataclass
 class _Group:
@@ -136,13 +113,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter), read lazily from ``items``."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
 def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
     """An embedding as a flat list of tensors: its three decoder maps, then its keys in branch order."""
     return [*embedding.shared, *embedding.keys.values()]
@@ -162,22 +132,6 @@ def _reference_tensors(ref: Reference) -> list[Tensor]:
 def _reference_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> Reference:
     """The inverse of :func:`_reference_tensors`."""
     return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
-
-
-def _as_labels(mask: MaskLike) -> np.ndarray:
-    arr = np.asarray(mask)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a mask must be an (H, W) integer array of object ids, got {arr.dtype} {arr.shape}")
-    if arr.min() < 0 or arr.max() > 255:
-        raise ValueError("mask object ids must lie in 0..255 (0 is background)")
-    return arr.astype(np.uint8)
-
-
-def _as_image(image: ImageLike) -> np.ndarray:
-    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"a frame must be an (H, W, 3) uint8 RGB array, got {arr.dtype} {arr.shape}")
-    return arr if arr.flags.writeable else arr.copy()  # torch.from_numpy warns on read-only arrays
 
 
 class VideoPredictor:
@@ -297,7 +251,7 @@ class VideoPredictor:
         if frame_index < state.next_index:
             raise ValueError(f"frame {frame_index} was already processed (next frame is {state.next_index}); "
                              "start a new state to re-segment from an earlier frame")
-        labels = _as_labels(mask)
+        labels = as_labels(mask)
         state.pending[frame_index] = labels
         return [int(i) for i in np.unique(labels) if i != 0]
 
@@ -334,35 +288,9 @@ class VideoPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
                 given, or ``frames`` that cannot be indexed where they must be.
         """
-        frames = state.frames if frames is None else frames
-        if frames is None:
-            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        given = {**state.pending, **(masks or {})}
-        state.pending.clear()
-        if indices is None and direction == "forward":
-            numbered: Iterable[tuple[int, ImageLike]] = enumerate(frames)
-        else:
-            if indices is not None and direction != "forward":
-                raise ValueError("direction and indices: give one of them (indices set the order themselves)")
-            if not isinstance(frames, Sequence):
-                raise ValueError("frames must be a sequence (len and indexing) to propagate backward or over indices")
-            order = range(len(frames) - 1, -1, -1) if indices is None else indices
-            numbered = ((index, frames[index]) for index in order)
-        for chunk in chunks(numbered, self.lookahead):
-            start = time.perf_counter()
-            predictions = self.step_many(state, [image for _, image in chunk],
-                                         [given.pop(index, None) for index, _ in chunk])
-            if on_frame is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
-            working = sum(1 for prediction in predictions if prediction.object_ids)
-            for (index, _), prediction in zip(chunk, predictions, strict=True):
-                prediction = dataclasses.replace(prediction, index=index)
-                if on_frame is not None:
-                    on_frame(prediction, seconds / working if prediction.object_ids else 0.0)
-                yield prediction
+        wait = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        return propagate_frames(self, state, frames, masks, direction=direction, indices=indices,
+                                on_frame=on_frame, wait=wait)
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
@@ -401,8 +329,8 @@ class VideoPredictor:
         masks = [None] * len(images) if masks is None else list(masks)
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} frames but {len(masks)} masks; pass one mask or None per frame")
-        frames = [_as_image(image) for image in images]
-        givens = [None if mask is None else _as_labels(mask) for mask in masks]
+        frames = [as_image(image) for image in images]
+        givens = [None if mask is None else as_labels(mask) for mask in masks]
         for i, (frame, given) in enumerate(zip(frames, givens, strict=True)):
             size = frame.shape[:2]
             if state.geometry is None:
