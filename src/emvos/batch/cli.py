@@ -13,7 +13,7 @@ from emvos.batch.runner import SUMMARY, pending, segment_locally, write_summary
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.shards import parse_shard
-from emvos.inference.cli import add_backend_options, add_inference_options, make_predictor
+from emvos.inference.cli import add_backend_options, add_inference_options, check_backend_options, make_predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
     if args.ray is not None:
         args.threads = args.threads or 1  # each worker's share of the CPUs it asks Ray for
+    check_backend_options(args)
     if args.backend == "onnxruntime" and args.onnx is None:
         from emvos.onnx.files import cached_onnx_folder
 
