@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from emvos.cli import command_summary
@@ -16,7 +17,7 @@ from emvos.errors import EmvosInputError
 from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
 from emvos.inference.review import ReviewLog
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
-from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.io import LabelWriter, MaskImage, OverlayWriter, collect_masks, open_frames
 from emvos.io.formats import FORMATS, SOFT_FORMATS, result_writer
 from emvos.io.frame_range import frames_in_range
 from emvos.io.mask_repair import OBJECT_LIMIT
@@ -25,9 +26,10 @@ from emvos.io.writers import greyscale_overlay_palette
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
-    import numpy as np
+    from collections.abc import Iterator
 
-    from emvos.inference.predictor import VideoPredictor
+    from emvos.inference.predictor import VideoPredictor, VideoState
+    from emvos.io import Frame, FrameSource
 
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
@@ -115,6 +117,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "yolo: YOLO segmentation polygons")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --out (else such a folder is refused)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from its first missing frame (palette PNGs, "
+                             "--direction forward)")
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--direction", choices=("forward", "backward", "both"), default="forward",
                         help="forward (default); backward from the last mask; both: forward and backward from "
@@ -130,7 +135,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """``--out`` and ``--overlay`` can be written, and ``--out`` holds no other run's results (unless
     ``--overwrite``, which removes them); before any work."""
     check_writable(args.out, "--out")
-    stale = existing_results(args.out)
+    stale = [] if args.resume else existing_results(args.out)
     if stale and not args.overwrite:
         raise EmvosInputError(f"{args.out}: holds {len(stale)} result files of an earlier run (e.g. {stale[0].name}); "
                               "pass --overwrite to replace them, or choose another --out")
@@ -163,6 +168,40 @@ def _passes(args: argparse.Namespace, masks: list[int], last: int) -> list[tuple
     return [(False, anchor, end)] + ([(True, start, anchor)] if anchor > start else [])
 
 
+def _resume_point(args: argparse.Namespace, frames: FrameSource, first: int, last: int) -> int:
+    """The first frame of ``first..last`` without a PNG in ``--out`` (``last + 1`` if none)."""
+    if args.overwrite or args.format != "palette" or args.direction != "forward":
+        raise EmvosInputError("--resume continues palette PNGs written forward; leave out --overwrite, --format "
+                              "and --direction")
+    index = first
+    while index <= last and (args.out / f"{frames.frame_name(index)}.png").is_file():
+        index += 1
+    return index
+
+
+def _replayed(predictor: VideoPredictor, state: VideoState, frames: Iterator[Frame],
+              masks: dict[int, tuple[Path, MaskImage]], resume_at: int, out: Path,
+              overlay: OverlayWriter | None) -> Iterator[Frame]:
+    """``frames`` from ``resume_at`` on, after the state was rebuilt from the frames before it:
+    their masks given again, the last one's written labels as the previous frame (and the overlay
+    drawn from the written PNGs)."""
+    for frame in frames:
+        if frame.index >= resume_at:
+            yield frame
+            continue
+        with Image.open(out / f"{frame.name}.png") as image:
+            written = np.array(image)
+        if written.shape != frame.image.shape[:2]:
+            raise EmvosInputError(f"{out / frame.name}.png: is not the frames' size; --resume needs the results "
+                                  "of a run on this video")
+        if frame.index in masks:
+            predictor.step(state, frame.image, masks[frame.index][1].labels)
+        if frame.index == resume_at - 1:
+            predictor.set_previous(state, frame.image, written)
+        if overlay is not None:
+            overlay.write(frame.image, written)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every input, then segment the video, streaming frames in and results out."""
     frames = open_frames(args.input)
@@ -183,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError(f"--format {args.format} needs probabilities, which --cuda-graphs does not keep; "
                               "leave out --cuda-graphs")
     _check_outputs(args)
+    resume_at = _resume_point(args, frames, passes[0][1], passes[0][2]) if args.resume else None
     check_frame_sizes(frames)
     predictor = build_predictor(args)
     from emvos.inference.predictor import chunks
@@ -197,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
     seen: set[int] = set()
     count = 0
     total = len({i for _, lo, hi in passes for i in range(lo, hi + 1)}) if frames.num_frames is not None else None
+    if resume_at is not None and total is not None:
+        total -= resume_at - passes[0][1]
     written: set[int] = set()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -208,7 +250,10 @@ def run(args: argparse.Namespace) -> int:
         for reverse, lo, hi in passes:
             state = predictor.init_state(probabilities=not args.cuda_graphs)
             review.new_pass()
-            for chunk in chunks(frames_in_range(frames, lo, hi, reverse=reverse), predictor.lookahead):
+            selected = frames_in_range(frames, lo, hi, reverse=reverse)
+            if resume_at is not None:
+                selected = _replayed(predictor, state, selected, masks, resume_at, args.out, overlay)
+            for chunk in chunks(selected, predictor.lookahead):
                 given = [masks.get(frame.index) for frame in chunk]
                 preds = predictor.step_many(state, [frame.image for frame in chunk],
                                             [None if g is None else g[1].labels for g in given])
