@@ -253,6 +253,18 @@ def test_import_a_mask_png(opened: FlaskClient, tmp_path: Path) -> None:
     assert response.status_code == 400 and "64x48" in response.get_json()["error"]
 
 
+def test_a_box_or_clicks_give_an_objects_mask(opened: FlaskClient) -> None:
+    response = opened.post("/api/frames/1/prompt", json={"box": [8, 6, 40, 30], "clicks": []})
+    assert response.status_code == 200
+    mask = np.frombuffer(response.data, np.uint8).reshape(H, W)
+    assert mask.any() and not mask[:6].any() and not mask[:, 40:].any()  # nothing outside the box
+    response = opened.post("/api/frames/1/prompt", json={"box": [8, 6, 40, 30], "clicks": [[20, 15, False]]})
+    assert response.status_code == 200 and not np.frombuffer(response.data, np.uint8).reshape(H, W)[15, 20]
+    for bad in ({"box": None, "clicks": []}, {"box": [1, 1, 2], "clicks": []}, {"clicks": [[W + 5, 1, True]]}):
+        response = opened.post("/api/frames/1/prompt", json=bad)
+        assert response.status_code == 400 and "prompt" in response.get_json()["error"]
+
+
 # -- propagation ----------------------------------------------------------------------------------
 
 def test_propagation_plan() -> None:

@@ -185,3 +185,23 @@ def test_many_objects_need_confirming(frames: Path, tmp_path: Path, checkpoint: 
     assert "--many-objects" in capsys.readouterr().err
     assert _segment(checkpoint, frames, "--mask", tmp_path / "many.png", "--out", tmp_path / "o", "--end", "1",
                     "--many-objects") == 0
+
+
+def test_resume_continues_from_the_first_missing_frame(frames: Path, tmp_path: Path, checkpoint: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    mask = _mask(tmp_path / "00000.png", 2)
+    assert _segment(checkpoint, frames, "--mask", mask, "--out", tmp_path / "whole") == 0
+    assert _segment(checkpoint, frames, "--mask", mask, "--out", tmp_path / "cut", "--end", "2") == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cut").glob("*.png")}
+    capsys.readouterr()
+    assert _segment(checkpoint, frames, "--mask", mask, "--out", tmp_path / "cut", "--resume",
+                    "--overlay", tmp_path / "o.mp4") == 0
+    assert "segmented 3 frames" in capsys.readouterr().out
+    whole, resumed = _written(tmp_path / "whole"), _written(tmp_path / "cut")
+    assert sorted(resumed) == sorted(whole)
+    assert all((tmp_path / "cut" / name).stat().st_mtime_ns == mtime for name, mtime in before.items())
+    for name in whole:  # the previous frame is taken hard, not soft: close to the uninterrupted run
+        assert (resumed[name] == whole[name]).mean() > 0.9
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == N
+    assert _segment(checkpoint, frames, "--mask", mask, "--out", tmp_path / "cut", "--resume", "--overwrite") == 2

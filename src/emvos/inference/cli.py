@@ -20,16 +20,20 @@ from emvos.inference.review import ReviewLog
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, greyscale_overlay_palette, open_frames
 from emvos.io.formats import FORMATS, SOFT_FORMATS, result_writer
-from emvos.io.frame_range import FrameRange
+from emvos.io.frame_range import FrameRange, frames_in_range
 from emvos.io.mask_repair import OBJECT_LIMIT
+from emvos.io.masks import read_label_png
 from emvos.io.preflight import check_frame_sizes, check_writable, existing_results
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
 
     from emvos.inference.adapt import AdaptReport
-    from emvos.inference.predictor import VideoPredictor
+    from emvos.inference.predictor import VideoPredictor, VideoState
+    from emvos.io import Frame, FrameSource, MaskImage
     from emvos.onnx.predictor import OnnxPredictor
 
     Predictor = VideoPredictor | OnnxPredictor
@@ -198,6 +202,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "yolo: YOLO segmentation polygons")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --out (else such a folder is refused)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from its first missing frame (palette PNGs, "
+                             "--direction forward)")
     parser.add_argument("--overlay", type=Path, default=None, help="also write an mp4 of the masks drawn on the frames")
     parser.add_argument("--direction", choices=("forward", "backward", "both"), default="forward",
                         help="forward (default); backward from the last mask; both: forward and backward from "
@@ -223,7 +230,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """``--out`` and ``--overlay`` can be written, and ``--out`` holds no other run's results (unless
     ``--overwrite``, which removes them); before any work."""
     check_writable(args.out, "--out")
-    stale = existing_results(args.out)
+    stale = [] if args.resume else existing_results(args.out)
     if stale and not args.overwrite:
         raise EmvosInputError(f"{args.out}: holds {len(stale)} result files of an earlier run (e.g. {stale[0].name}); "
                               "pass --overwrite to replace them, or choose another --out")
@@ -254,6 +261,36 @@ def _passes(args: argparse.Namespace, masks: list[int], last: int) -> list[tuple
         return [(True, start, end)]
     anchor = min(inside)
     return [(False, anchor, end)] + ([(True, start, anchor)] if anchor > start else [])
+
+
+def _resume_point(args: argparse.Namespace, frames: FrameSource, first: int, last: int) -> int:
+    """The first frame of ``first..last`` without a PNG in ``--out`` (``last + 1`` if none)."""
+    if args.overwrite or args.format != "palette" or args.direction != "forward":
+        raise EmvosInputError("--resume continues palette PNGs written forward; leave out --overwrite, --format "
+                              "and --direction")
+    index = first
+    while index <= last and (args.out / f"{frames.frame_name(index)}.png").is_file():
+        index += 1
+    return index
+
+
+def _rebuild(predictor: VideoPredictor, state: VideoState, frames: Iterator[Frame],
+             masks: dict[int, tuple[Path, MaskImage]], resume_at: int, out: Path,
+             overlay: OverlayWriter | None) -> None:
+    """Rebuild the state of an interrupted run from ``frames``, those before ``resume_at``: their
+    masks given again, the last one's written labels as the previous frame (and the overlay drawn
+    from the written PNGs)."""
+    for frame in frames:
+        written = read_label_png(out / f"{frame.name}.png", what="result mask").labels
+        if written.shape != frame.image.shape[:2]:
+            raise EmvosInputError(f"{out / frame.name}.png: is not the frames' size; --resume needs the results "
+                                  "of a run on this video")
+        if frame.index in masks:
+            predictor.step(state, frame.image, masks[frame.index][1].labels)
+        if frame.index == resume_at - 1:
+            predictor.set_previous(state, frame.image, written)
+        if overlay is not None:
+            overlay.write(frame.image, written)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -316,12 +353,16 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
     last = (frames.num_frames or 1 << 62) - 1
     passes = _passes(args, [args.frame] if has_prompt(args) else list(masks), last)
     check_backend_options(args)
+    if args.resume and args.backend != "pytorch":
+        raise EmvosInputError("--resume sets the model's previous frame from a written PNG, which the onnxruntime "
+                              "backend cannot; leave out --backend onnxruntime or --resume")
     keeps_probabilities = not args.cuda_graphs and args.backend == "pytorch"
     if args.format in SOFT_FORMATS and not keeps_probabilities:
         raise EmvosInputError(f"--format {args.format} needs probabilities, which "
                               + ("--cuda-graphs does not keep; leave out --cuda-graphs" if args.cuda_graphs else
                                  "--backend onnxruntime does not give; use --backend pytorch"))
     _check_outputs(args)
+    resume_at = _resume_point(args, frames, passes[0][1], passes[0][2]) if args.resume else None
     check_frame_sizes(frames)
     if predictor is None:
         predictor = make_predictor(args)
@@ -335,6 +376,8 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
     seen: set[int] = set()
     adaptations: list[AdaptReport] = []
     total = len({i for _, lo, hi in passes for i in range(lo, hi + 1)}) if frames.num_frames is not None else None
+    if resume_at is not None and total is not None:
+        total -= resume_at - passes[0][1]
     written: set[int] = set()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -346,6 +389,10 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
         for reverse, lo, hi in passes:
             state = predictor.init_state(probabilities=keeps_probabilities)
             review.new_pass()
+            if resume_at is not None:  # forward, one pass: the state rebuilt from the results written before
+                _rebuild(predictor, state, frames_in_range(frames, lo, resume_at - 1), masks, resume_at, args.out,
+                         overlay)
+                lo = resume_at
             clip = FrameRange(frames, lo, hi)  # the clip's frame i is the video's frame lo + i
             given = {index - lo: mask.labels for index, (_, mask) in masks.items() if lo <= index <= hi}
             for pred in predictor.propagate(state, clip, given, direction="backward" if reverse else "forward"):

@@ -306,6 +306,31 @@ class VideoPredictor:
         return self.step_many(state, [image], [mask])[0]
 
     @torch.inference_mode()
+    def set_previous(self, state: VideoState, image: ImageLike, labels: MaskLike) -> None:
+        """Take ``labels`` as the prediction of the frame just before the next one, to resume a run
+        from the labels it wrote (the objects' references must be given again first, with :meth:`step`
+        at their frames). The network's own previous frame is soft (probabilities), ``labels`` are
+        hard, so what follows can differ slightly from an uninterrupted run.
+
+        Args:
+            state: the video's state, its objects already given.
+            image: ``(H, W, 3) uint8`` RGB frame.
+            labels: ``(H, W)`` object ids predicted at that frame.
+        """
+        frame, labels = as_image(image), as_labels(labels)
+        if state.geometry is None:
+            state.geometry = Geometry.for_frames(frame.shape[:2], self.resolution, self.model.stride)
+        if not state.object_ids:
+            return
+        query = self._embed_many(state, [frame])[0]
+        given = state.geometry.mask(torch.from_numpy(labels).to(self.device)[None, None].float())[0, 0]
+        ids = torch.tensor(state.object_ids, device=self.device, dtype=given.dtype).view(-1, 1, 1)
+        fg = (given[None] == ids).to(given.dtype)
+        prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
+        state.prev = Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
+        state.graph = None
+
+    @torch.inference_mode()
     def step_many(self, state: VideoState, images: Sequence[ImageLike],
                   masks: Sequence[MaskLike | None] | None = None) -> list[FramePrediction]:
         """Segment the next ``len(images)`` frames of the video, in order.

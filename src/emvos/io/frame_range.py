@@ -34,8 +34,8 @@ class FrameRange(Sequence[np.ndarray]):
     """
 
     def __init__(self, source: FrameSource, start: int, end: int) -> None:
-        if not 0 <= start <= end:
-            raise ValueError(f"start and end must satisfy 0 <= start <= end, got {start} and {end}")
+        if not 0 <= start <= end + 1:
+            raise ValueError(f"start and end must satisfy 0 <= start <= end + 1 (empty), got {start} and {end}")
         self.source, self.start, self.end = source, start, end
         self._held: list[Frame] | None = None  # a video's range, decoded for indexing
         self._given: dict[int, Frame] = {}
