@@ -68,7 +68,11 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def make_predictor(args: argparse.Namespace) -> VideoPredictor | OnnxPredictor:
     """The predictor of the inference and backend options (:func:`build_predictor` or :func:`build_onnx_predictor`)."""
-    return build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
+    if args.backend == "onnxruntime":
+        return build_onnx_predictor(args)
+    if args.onnx is not None:
+        raise EmvosInputError("--onnx DIR is run by --backend onnxruntime; add it, or leave --onnx out")
+    return build_predictor(args)
 
 
 def build_predictor(args: argparse.Namespace) -> VideoPredictor:
