@@ -34,6 +34,7 @@ from _app_support import (
 from emvos.app.server import create_app
 from emvos.app.session import AppSession, propagation_plan
 from emvos.errors import EmvosInputError
+from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.io import DAVIS_PALETTE
 
 
@@ -82,24 +83,30 @@ def _get_labels(client: FlaskClient, index: int, what: str) -> np.ndarray:
 
 
 class RecordingPredictor:
-    """Stands in for VideoPredictor: records each step; optionally blocks until released."""
+    """Stands in for VideoPredictor (its propagation loop, with recorded steps); optionally blocks until released."""
+
+    lookahead = 1
+    propagate = VideoPredictor.propagate
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.steps: list[tuple[int, list[int]]] = []
         self.gate = gate
         self.entered = threading.Event()
 
-    def init_state(self) -> dict[str, int]:
-        return {}
+    def init_state(self) -> VideoState:
+        return VideoState()
 
-    def step(self, state: dict[str, int], image: np.ndarray, mask: np.ndarray | None = None) -> Any:
+    def step_many(self, state: VideoState, images: list[np.ndarray], masks: list[np.ndarray | None]) -> Any:
+        return [self.step(state, image, mask) for image, mask in zip(images, masks, strict=True)]
+
+    def step(self, state: VideoState, image: np.ndarray, mask: np.ndarray | None = None) -> FramePrediction:
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(30)
         ids = [] if mask is None else sorted(int(v) for v in np.unique(mask) if v)
         self.steps.append((len(self.steps), ids))
         labels = np.full(image.shape[:2], 7, np.uint8)
-        return type("Prediction", (), {"labels": labels})()
+        return FramePrediction(len(self.steps) - 1, labels, tuple(ids))
 
 
 # -- the page and the state ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from PIL import Image
 
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, check_mask_size, collect_masks, full_palette, open_frames, read_mask
+from emvos.io.masks import read_label_png, write_label_png
 
 NAMES = [f"{index:05d}" for index in range(10)]
 
@@ -196,3 +197,32 @@ def test_davis_2017_sample_first_mask(davis2017_sample_root: Path) -> None:
     assert mask.mode == "P"
     assert mask.object_ids == [1, 2, 3, 4, 5, 6, 7]
     assert mask.palette is not None and mask.palette[: 3 * 8] == DAVIS_PALETTE[: 3 * 8]
+
+
+def test_the_one_reader_allows_empty_masks_and_opaque_alpha_on_request(tmp_path: Path) -> None:
+    empty = np.zeros((4, 6), np.uint8)
+    write_label_png(tmp_path / "empty.png", empty)
+    assert read_label_png(tmp_path / "empty.png").mode == "P"
+    np.testing.assert_array_equal(read_label_png(tmp_path / "empty.png").labels, empty)
+    Image.fromarray(_labels((255,)), mode="L").convert("LA").save(tmp_path / "alpha.png")
+    with pytest.raises(EmvosInputError, match=r"alpha\.png is a LA-mode image"):
+        read_label_png(tmp_path / "alpha.png")
+    mask = read_label_png(tmp_path / "alpha.png", opaque_alpha=True)
+    assert mask.mode == "L" and mask.object_ids == [255]
+    translucent = Image.fromarray(_labels((255,)), mode="L").convert("LA")
+    translucent.putalpha(128)
+    translucent.save(tmp_path / "translucent.png")
+    with pytest.raises(EmvosInputError, match="LA-mode"):
+        read_label_png(tmp_path / "translucent.png", opaque_alpha=True)
+
+
+def test_written_masks_read_back_exactly_in_both_modes(tmp_path: Path) -> None:
+    labels = _labels((3, 200))
+    for mode in ("P", "L"):
+        write_label_png(tmp_path / f"{mode}.png", labels, mode=mode)
+        mask = read_label_png(tmp_path / f"{mode}.png")
+        assert mask.mode == mode and (mask.palette == DAVIS_PALETTE) == (mode == "P")
+        np.testing.assert_array_equal(mask.labels, labels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["L.png", "P.png"]
+    with pytest.raises(ValueError, match="uint8"):
+        write_label_png(tmp_path / "x.png", labels.astype(np.int64))

@@ -7,15 +7,18 @@ import weakref
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from emvos.errors import EmvosInputError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
-from emvos.inference.predictor import VideoPredictor, VideoState
+from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.decoder import WINOGRAD_MIN_WIDTH
-from emvos.model.network import EMVOS
+from emvos.model.matching import downsample_mask
+from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
 H, W = 48, 80
 
@@ -303,3 +306,100 @@ def test_compiling_allows_a_shape_per_resolution_and_object_count(predictor: Vid
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     VideoPredictor(predictor.model, device="cpu", compile=True)  # compiles lazily, at the first frame
     assert torch._dynamo.config.recompile_limit >= 64
+
+
+def _reference_labels(model: EMVOS, frames: list[np.ndarray], first: np.ndarray) -> list[np.ndarray]:
+    """Labels of frames 1.. by the network's definition, in the network's dtype: each frame matched
+    against frame 0 and the previous frame, decoded, softmaxed, aggregated and argmaxed."""
+    dtype = next(model.parameters()).dtype
+    ids = [int(i) for i in np.unique(first) if i != 0]
+    lut = torch.tensor([0, *ids])
+
+    def embed(frame: np.ndarray) -> FrameEmbedding:
+        return model.embed(torch.from_numpy(frame).permute(2, 0, 1)[None].to(dtype) / 255)
+
+    def reference(query: FrameEmbedding, probs: Tensor) -> Reference:  # probs: (O, 2, H, W)
+        return Reference(query.keys, downsample_mask(probs, model.stride).flatten(2)[None])
+
+    given = torch.from_numpy(first)
+    fg = torch.stack([(given == i).to(dtype) for i in ids])
+    query = embed(frames[0])
+    first_ref = prev = reference(query, torch.stack([1 - fg, fg], dim=1))
+    labels = []
+    with torch.no_grad():
+        for frame in frames[1:]:
+            query = embed(frame)
+            logits = model.decode(query, model.match(query, first_ref, "first"), model.match(query, prev, "prev"),
+                                  prev.mask)
+            agg = aggregate(F.softmax(logits[0], dim=1))
+            labels.append(lut[agg.argmax(dim=0)].numpy().astype(np.uint8))
+            prev = reference(query, torch.stack([1 - agg[1:], agg[1:]], dim=1))
+    return labels
+
+
+def test_float64_networks_predict_in_float64_on_nearly_tied_objects() -> None:
+    """A float64 network's masks are its float64 definition's, pixel for pixel. Random weights make
+    the objects' probabilities nearly tie (the decoder's features swamp its object inputs), so any
+    rounding to float32 on the way moves pixels from one object to another."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None).double().eval()
+    frames = _frames(5, seed=11)
+    first = _mask({1: (0, 24, 0, 40), 2: (0, 24, 40, 80), 3: (24, 48, 0, 40), 4: (24, 48, 40, 80)})
+    pred = VideoPredictor(model, device="cpu", resolution=0, optimize=False)
+    state = pred.init_state(frames)
+    pred.add_mask(state, 0, first)
+    ours = [p.labels for p in pred.propagate(state)][1:]
+    expected = _reference_labels(model, frames, first)
+    assert all(len(np.unique(labels)) > 2 for labels in expected)  # several objects win pixels
+    for got, want in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_propagate_goes_backward_or_over_chosen_frames_with_masks_by_index(predictor: VideoPredictor) -> None:
+    frames = _frames(5, seed=12)
+    last, middle = _mask({2: (5, 25, 5, 35)}), _mask({6: (30, 45, 50, 75)})
+    backward = list(predictor.propagate(predictor.init_state(), frames, {4: last, 1: middle}, direction="backward"))
+    stepped_state = predictor.init_state()
+    stepped = [predictor.step(stepped_state, frames[i], {4: last, 1: middle}.get(i)) for i in (4, 3, 2, 1, 0)]
+    assert [p.index for p in backward] == [4, 3, 2, 1, 0]
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(backward, stepped, strict=True))
+    assert backward[-1].object_ids == (2, 6)
+    chosen = list(predictor.propagate(predictor.init_state(), frames, {4: last}, indices=[4, 0, 1]))
+    assert [p.index for p in chosen] == [4, 0, 1]
+    assert np.array_equal(chosen[1].labels, stepped[1].labels)  # frame 0 second, as frame 3 was
+    with pytest.raises(ValueError, match="direction"):
+        list(predictor.propagate(predictor.init_state(), frames, direction="sideways"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sequence"):
+        list(predictor.propagate(predictor.init_state(), iter(frames), direction="backward"))
+    with pytest.raises(ValueError, match="frames"):
+        list(predictor.propagate(predictor.init_state()))
+
+
+def test_propagate_reports_each_frame_and_stops_when_the_callback_raises(predictor: VideoPredictor) -> None:
+    frames = _frames(5, seed=13)
+    seen: list[tuple[int, float]] = []
+
+    def on_frame(prediction: FramePrediction, seconds: float) -> None:
+        seen.append((prediction.index, seconds))
+        if prediction.index == 3:
+            raise KeyboardInterrupt
+
+    yielded = []
+    with pytest.raises(KeyboardInterrupt):
+        for prediction in predictor.propagate(predictor.init_state(), frames, {1: _mask({1: (5, 20, 5, 30)})},
+                                              on_frame=on_frame):
+            yielded.append(prediction.index)
+    assert [index for index, _ in seen] == [0, 1, 2, 3] and yielded == [0, 1, 2]
+    assert seen[0][1] == 0.0 and all(seconds > 0 for _, seconds in seen[1:])  # no work before the first object
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"resolution": -1}, "^resolution must be 0"),
+    ({"precision": "fp8"}, "^precision must be one of"),
+    ({"lookahead": 0}, "^lookahead must be at least 1 frame"),
+    ({"cuda_graphs": True}, "^cuda_graphs needs a CUDA device"),
+])
+def test_the_library_names_its_parameters_not_flags(predictor: VideoPredictor, kwargs: dict[str, object],
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VideoPredictor(predictor.model, device="cpu", **kwargs)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from emvos.cli import main
 from emvos.eval.ytvos import list_videos, segment_video
-from emvos.inference.predictor import FramePrediction
+from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -139,6 +139,8 @@ class _CopyState:
     labels: np.ndarray | None = None
     given: dict[int, np.ndarray] = field(default_factory=dict)
     index: int = 0
+    frames: None = None
+    pending: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class _CopyPredictor:
@@ -146,6 +148,7 @@ class _CopyPredictor:
 
     device = torch.device("cpu")
     lookahead = 3  # chunks that straddle the annotated frames
+    propagate = VideoPredictor.propagate
 
     def __init__(self) -> None:
         self.states: list[_CopyState] = []

@@ -1,4 +1,5 @@
-"""Process-wide settings that make inference faster without changing its results.
+"""Process-wide settings that make inference faster without changing its results: the one place
+where emvos changes state that outlives a call.
 
 The ``emvos`` command applies them before it imports PyTorch. Python users who want the same call
 :func:`use_huge_pages` before ``import torch`` and :func:`keep_freed_memory` (or set the environment
@@ -103,3 +104,16 @@ def use_cudnn_autotuning() -> None:
     import torch
 
     torch.backends.cudnn.benchmark = True
+
+
+def allow_compiled_shapes(count: int) -> None:
+    """Let ``torch.compile`` keep up to ``count`` compiled versions of a function (process-wide).
+
+    Each input shape (for a video: resolution x object count) is compiled separately; past
+    Dynamo's limit (8 by default) a function silently runs uncompiled. Never lowers the limit.
+    :class:`emvos.inference.VideoPredictor` calls it when asked to compile. Imports PyTorch.
+    """
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, count)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emvos.app.session import AppSession, video_name
 from emvos.app.workspace import Workspace
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.cli import add_inference_options, build_predictor
 

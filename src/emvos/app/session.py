@@ -27,16 +27,17 @@ import re
 import shutil
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from emvos.app.jobs import JobRunner, JobStatus, Progress
-from emvos.app.workspace import Workspace, atomic_file
+from emvos.app.workspace import Workspace
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, VIDEO_EXTENSIONS, LabelWriter, OverlayWriter, open_frames
+from emvos.io.files import atomic_file
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
@@ -98,6 +99,28 @@ def propagation_plan(num_frames: int, annotated: list[int], start: int,
                               f"then propagate {direction} from it")
     anchor = earlier[-1]
     return earlier[:-1], order[order.index(anchor):]
+
+
+class _WorkspaceFrames(Sequence[np.ndarray]):
+    """A workspace's frames as a sequence, each decoded when it is indexed: ``(H, W, 3) uint8`` RGB."""
+
+    def __init__(self, workspace: Workspace, count: int) -> None:
+        self._workspace = workspace
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(self._count)[index]]
+        return self._workspace.read_frame(range(self._count)[index])
 
 
 class AppSession:
@@ -212,18 +235,22 @@ class AppSession:
         def work(progress: Progress) -> str:
             progress.update(total=len(segmented), message="loading the model")
             predictor = self._predictor_or_error()
-            state = predictor.init_state()
-            progress.update(message=f"replaying {len(replayed)} earlier annotation(s)")
-            for index in replayed:
-                predictor.step(state, self.workspace.read_frame(index), self.workspace.read_annotation(index))
-                progress.check()
             anchor = segmented[0]
-            progress.update(message=f"propagating {direction} from frame {anchor}")
-            for index in segmented:
-                prediction = predictor.step(state, self.workspace.read_frame(index),
-                                            self.workspace.read_annotation(index))
-                self.workspace.write_result(index, prediction.labels)
-                progress.advance()
+            plan = [*replayed, *segmented]
+            masks = {index: mask for index in self.workspace.annotated() if index in plan
+                     and (mask := self.workspace.read_annotation(index)) is not None}
+            progress.update(message=f"replaying {len(replayed)} earlier annotation(s)" if replayed
+                            else f"propagating {direction} from frame {anchor}")
+            to_write = set(segmented)
+            frames = _WorkspaceFrames(self.workspace, video.num_frames)
+            for prediction in predictor.propagate(predictor.init_state(), frames, masks, indices=plan):
+                if prediction.index in to_write:
+                    self.workspace.write_result(prediction.index, prediction.labels)
+                    progress.advance()
+                elif prediction.index == replayed[-1]:
+                    progress.update(message=f"propagating {direction} from frame {anchor}")
+                else:
+                    progress.check()
             return f"propagated {direction} from frame {anchor}: {len(segmented)} frames"
 
         return self.jobs.start("propagate", work, f"propagating {direction}")

@@ -23,18 +23,17 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from PIL import Image
 
 from emvos.errors import EmvosInputError
-from emvos.io import DAVIS_PALETTE, FrameSource
-from emvos.io.files import atomic_path
+from emvos.io import FrameSource
+from emvos.io.files import atomic_file
+from emvos.io.masks import read_label_png, write_label_png
 
 #: Version of the workspace layout, stored in ``workspace.json``.
 WORKSPACE_FORMAT = 1
@@ -75,31 +74,11 @@ class VideoInfo:
         return self.height, self.width
 
 
-@contextmanager
-def atomic_file(target: Path) -> Iterator[IO[bytes]]:
-    """Open a hidden temporary file next to ``target``; rename it to ``target`` if the block succeeds."""
-    with atomic_path(target) as temporary, temporary.open("wb") as stream:
-        yield stream
-
-
-def labels_image(labels: np.ndarray) -> Image.Image:
-    """An indexed image of ``(H, W) uint8`` object ids with the DAVIS palette."""
-    image = Image.fromarray(labels, mode="L")
-    image.putpalette(DAVIS_PALETTE)
-    return image
-
-
-def _save_labels(target: Path, labels: np.ndarray) -> None:
-    with atomic_file(target) as stream:
-        labels_image(labels).save(stream, format="PNG")
-
-
 def _read_labels(path: Path) -> np.ndarray | None:
-    try:
-        with Image.open(path) as image:
-            return np.array(image, dtype=np.uint8)
-    except FileNotFoundError:
+    """``(H, W) uint8`` ids of a workspace mask, or ``None`` when the frame has none."""
+    if not path.is_file():
         return None
+    return read_label_png(path).labels
 
 
 def _indices(folder: Path) -> list[int]:
@@ -272,7 +251,7 @@ class Workspace:
         if not labels.any():
             self.delete_annotation(index)
             return False
-        _save_labels(self.annotations_dir / f"{index:05d}.png", labels)
+        write_label_png(self.annotations_dir / f"{index:05d}.png", labels)
         return True
 
     def delete_annotation(self, index: int) -> None:
@@ -290,7 +269,7 @@ class Workspace:
     def write_result(self, index: int, labels: np.ndarray) -> None:
         """Store the propagated mask of frame ``index``."""
         self._check_labels(labels)
-        _save_labels(self.results_dir / f"{index:05d}.png", labels)
+        write_label_png(self.results_dir / f"{index:05d}.png", labels)
 
     def final_labels(self, index: int) -> np.ndarray:
         """What frame ``index`` exports: its result, else its annotation, else an empty mask."""

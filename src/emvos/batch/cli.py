@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from emvos.batch.manifest import MASKS_SUFFIX, read_manifest
 from emvos.batch.runner import SUMMARY, pending, segment_locally, write_summary
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.shards import parse_shard
 from emvos.inference.cli import add_backend_options, add_inference_options, make_predictor

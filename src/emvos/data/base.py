@@ -32,6 +32,7 @@ from emvos.data.transforms import (
     flip,
 )
 from emvos.errors import EmvosInputError
+from emvos.io.masks import read_label_png
 
 logger = logging.getLogger("emvos.data")
 
@@ -84,23 +85,18 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
 
 
 def read_labels(path: Path) -> Labels:
-    """Decode an object-id PNG to ``(H, W) uint8`` ids, 0 = background; may hold no object.
+    """Decode an object-id PNG (:func:`emvos.io.masks.read_label_png`) to ``(H, W) uint8`` ids; may hold no object.
 
-    Palette (``P``) masks: pixel values are ids and 255 is DAVIS's "void" border, read as
-    background (as the official loader does). Greyscale (``L``/``1``) masks: values are ids, so a
-    DAVIS-2016 0/255 mask is one object with id 255. Anything else raises :class:`SampleSkipped`
-    (``unreadable``).
+    Palette (``P``) masks: 255 is DAVIS's "void" border, read as background (as the official loader
+    does). Greyscale (``L``/``1``) masks: values are ids, so a DAVIS-2016 0/255 mask is one object
+    with id 255. A file that cannot be read as a mask raises :class:`SampleSkipped` (``unreadable``).
     """
     try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode not in ("P", "L", "1"):
-                raise SampleSkipped("unreadable", f"{path}: mask is a {mode} image, not indexed or greyscale")
-            labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise SampleSkipped("unreadable", f"{path}: cannot read this mask ({error})") from error
-    if mode == "P":
+        mask = read_label_png(path)
+    except EmvosInputError as error:
+        raise SampleSkipped("unreadable", str(error)) from error
+    labels = mask.labels
+    if mask.mode == "P":
         labels[labels == 255] = 0
     return labels
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from tqdm import tqdm
 
-from emvos.cli import command_summary
-from emvos.data.synthetic import DistractorSettings, write_distractor_benchmark
+from emvos.commands import command_summary
+from emvos.data.synthetic import DistractorSettings, parse_size, write_distractor_benchmark
 from emvos.errors import EmvosInputError
 
 #: The settings ``emvos synth distractors`` can set instead of the difficulty's, and their types.
@@ -25,14 +24,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "emvos benchmark and the davis training dataset.")
     generators = parser.add_subparsers(title="generators", metavar="GENERATOR", required=True)
     _add_distractors_parser(generators)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` (e.g. ``854x480``) -> ``(H, W)``; raises :class:`EmvosInputError` otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise EmvosInputError(f"--size {text!r}: expected WIDTHxHEIGHT, such as 854x480")
-    return int(match.group(2)), int(match.group(1))
 
 
 def _add_distractors_parser(generators: argparse._SubParsersAction) -> None:
@@ -70,7 +61,7 @@ def _add_distractors_parser(generators: argparse._SubParsersAction) -> None:
 
 def run_distractors(args: argparse.Namespace) -> int:
     """Write the benchmark; print where and with which settings."""
-    size = parse_size(args.size)
+    size = parse_size(args.size, "--size")
     overrides = {name: getattr(args, name) for name in SETTING_OPTIONS if getattr(args, name) is not None}
     try:
         settings = DistractorSettings.from_difficulty(args.difficulty, **overrides)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -39,7 +40,8 @@ from PIL import Image
 from emvos.data.base import ClipDataset, Sample, SampleSkipped, read_rgb
 from emvos.data.transforms import CROP_RATIO, CROP_SCALE, Labels
 from emvos.errors import EmvosInputError
-from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, natural_sort_key
+from emvos.io import FRAME_EXTENSIONS, natural_sort_key
+from emvos.io.masks import write_label_png
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -704,14 +706,15 @@ def render_distractor_video(rng: np.random.Generator, settings: DistractorSettin
                            np.array(occlusion, np.float32))
 
 
+def parse_size(text: str, name: str = "size") -> tuple[int, int]:
+    """``WxH`` (e.g. ``854x480``) -> ``(H, W)``; raises :class:`EmvosInputError` naming ``name`` otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise EmvosInputError(f"{name} {text!r}: expected WIDTHxHEIGHT, such as 854x480")
+    return int(match.group(2)), int(match.group(1))
+
+
 # -- on disk ----------------------------------------------------------------------------------------
-def _save_labels(labels: npt.NDArray[np.uint8], path: Path) -> None:
-    """Write ``(H, W)`` ids as a DAVIS palette PNG."""
-    image = Image.fromarray(labels)
-    image.putpalette(DAVIS_PALETTE)  # an L image with a palette becomes a P image with the same indices
-    image.save(path)
-
-
 def write_distractor_benchmark(out: str | Path, *, videos: int, length: int, settings: DistractorSettings,
                                seed: int, size: tuple[int, int] = (480, 854),
                                texture_source: str | Path | None = None, split: str = "val",
@@ -773,8 +776,8 @@ def write_distractor_benchmark(out: str | Path, *, videos: int, length: int, set
             folder.mkdir(parents=True)
         for t in range(length):
             Image.fromarray(video.frames[t]).save(folders[0] / f"{t:05d}.jpg", quality=JPEG_QUALITY)
-            _save_labels(video.labels[t], folders[1] / f"{t:05d}.png")
-            _save_labels(video.distractors[t], folders[2] / f"{t:05d}.png")
+            write_label_png(folders[1] / f"{t:05d}.png", video.labels[t])
+            write_label_png(folders[2] / f"{t:05d}.png", video.distractors[t])
         sequences.append({"name": name, "mean_occlusion": [round(float(x), 4) for x in video.occlusion.mean(0)]})
         if progress is not None:
             progress(name)

@@ -9,6 +9,9 @@ frames of all sequences (the first included, as in the paper's protocol on DAVIS
   aggregation, and turning the input and output into arrays — not reading or writing files);
 * **end-to-end fps**: frames / wall time from opening a sequence to its last PNG on disk.
 
+With test-time adaptation (``--adapt``, on by default), the time to adapt to each sequence's first
+mask is counted in both.
+
 Sequences can be split over processes: ``--shard i/n`` runs every n-th sequence starting at i and
 writes its timings to ``OUT/timings/``; ``--merge`` (or the rank-0 process of a ``torchrun``
 launch, which shards automatically) combines them and scores the whole split.
@@ -31,12 +34,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import VideoPredictor, chunks
+from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.io import LabelWriter, open_frames, read_mask
 from emvos.io.files import write_text_atomically
 
@@ -60,18 +63,13 @@ class SequenceTiming:
     total_seconds: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def segment_sequence(
     predictor: VideoPredictor, frames_dir: Path, mask_path: Path, out_dir: Path, max_frames: int | None = None
 ) -> SequenceTiming:
     """Segment one DAVIS sequence from its first-frame mask and write its PNGs into ``out_dir``.
 
     Frames go to the predictor in chunks of its ``lookahead``; model time is the time in
-    :meth:`VideoPredictor.step_many`.
+    :meth:`VideoPredictor.step_many`, as :meth:`VideoPredictor.propagate` reports it.
     """
     start = time.perf_counter()
     frames = open_frames(frames_dir)
@@ -79,16 +77,16 @@ def segment_sequence(
     state = predictor.init_state()
     model_seconds = 0.0
     count = 0
+
+    def timed(_: FramePrediction, seconds: float) -> None:
+        nonlocal model_seconds
+        model_seconds += seconds
+
+    images = (frame.image for frame in itertools.islice(frames, max_frames))
     with LabelWriter(out_dir, mask.palette, mask.mode) as writer:
-        for chunk in chunks(itertools.islice(frames, max_frames), predictor.lookahead):
-            t0 = time.perf_counter()
-            preds = predictor.step_many(state, [f.image for f in chunk],
-                                        [mask.labels if f.index == 0 else None for f in chunk])
-            _sync(predictor.device)
-            model_seconds += time.perf_counter() - t0
-            for frame, pred in zip(chunk, preds, strict=True):
-                writer.write(frame.name, pred.labels)
-            count += len(chunk)
+        for pred in predictor.propagate(state, images, {0: mask.labels}, on_frame=timed):
+            writer.write(frames.frame_name(pred.index), pred.labels)
+            count += 1
     return SequenceTiming(frames_dir.name, count, len(mask.object_ids), model_seconds, time.perf_counter() - start)
 
 
@@ -127,6 +125,7 @@ def run_info(args: argparse.Namespace, predictor: VideoPredictor) -> dict[str, o
         "matching": args.matching or predictor.model.config.matching,
         "encoder": predictor.model.config.encoder,
         "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
+        "adapt_steps": predictor.adapt.steps if predictor.adapt else 0,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(predictor.device),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.davis import YEARS, evaluate_results, format_report, write_reports
 

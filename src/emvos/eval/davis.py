@@ -44,11 +44,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
 
 from emvos.errors import EmvosInputError
 from emvos.eval.metrics import Statistics, object_statistics, region_and_boundary
 from emvos.io.files import write_text_atomically
+from emvos.io.masks import read_label_png
 
 #: The DAVIS editions :func:`evaluate_results` understands.
 YEARS = (2016, 2017)
@@ -283,28 +283,12 @@ def _plan_sequence(root: Path, results_dir: Path, name: str, year: int) -> _Sequ
 
 
 def _read_labels(path: Path, what: str) -> LabelArray:
-    """The (H, W) integer labels of a single-channel PNG; raises EmvosInputError naming ``path``.
+    """The ``(H, W) uint8`` labels of an object-id PNG (:func:`emvos.io.masks.read_label_png`).
 
-    Palette, grayscale, bilevel and integer images are read as they are; a grayscale or palette
-    image with a fully opaque alpha band (some DAVIS-2016 annotations are saved so) is read without
-    it.
+    A grayscale or palette image with a fully opaque alpha band (some DAVIS-2016 annotations are
+    saved so) is read without it.
     """
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            labels = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise EmvosInputError(
-            f"cannot read {what} {path} as a PNG ({exc}); re-save it as an indexed (palette) PNG"
-        ) from None
-    if mode in ("LA", "PA") and bool(np.all(labels[..., 1] == 255)):
-        labels = labels[..., 0]
-    if labels.ndim != 2 or labels.dtype.kind not in "biu":
-        raise EmvosInputError(
-            f"{what} {path} is a {mode}-mode image; object masks must be single-channel indexed (palette) "
-            "or grayscale PNGs whose pixel values are object ids"
-        )
-    return labels
+    return read_label_png(path, what=what, opaque_alpha=True).labels
 
 
 def _read_stack(paths: Sequence[Path], shape: tuple[int, ...], what: str, fix: str) -> LabelArray:

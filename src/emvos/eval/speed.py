@@ -58,25 +58,25 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from importlib import resources
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import peak_memory_mb, segment_sequence, split_sequences
 from emvos.eval.davis import RESOLUTION, YEARS, available_cpus, evaluate_results
 from emvos.eval.official import build_official, import_official, official_forward
 from emvos.eval.speed_report import format_markdown, format_text, write_outputs
 from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor, resolve_device
-from emvos.io import DAVIS_PALETTE
 from emvos.io.files import write_text_atomically
-from emvos.io.writers import video_codec
+from emvos.io.masks import read_label_png, write_label_png
+from emvos.io.mp4 import Mp4Writer
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -215,9 +215,10 @@ def shipped_spec(checkpoint: Path | None = None) -> ModelSpec:
         checkpoint = SHIPPED_MODEL
     config = None
     if checkpoint is None:
-        from emvos.train.config import load_config  # reads the emvos-lite preset (needs pyyaml)
+        import yaml  # the emvos-lite training preset's model section (pyyaml: the train extra)
 
-        config = load_config("emvos-lite").model
+        preset = resources.files("emvos") / "configs" / "emvos-lite.yaml"
+        config = ModelConfig.from_dict(yaml.safe_load(preset.read_text(encoding="utf-8"))["model"])
     return ModelSpec("shipped (efficientnet_lite0)", config, checkpoint)
 
 
@@ -302,24 +303,15 @@ class SyntheticVideo:
 
 def write_video(path: Path, scene: SyntheticVideo, frames: int, fps: int = 24) -> Path:
     """Encode frames ``0..frames-1`` of ``scene`` into an mp4 (H.264 when available)."""
-    h, w = scene.size
-    with av.open(str(path), "w", format="mp4") as container:
-        codec = video_codec()
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "20", "preset": "veryfast"}
+    with Mp4Writer(path, fps, scene.size, preset="veryfast") as video:
         for i in range(frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(scene.frame(i), format="rgb24")))
-        container.mux(stream.encode())
+            video.write(scene.frame(i))
     return path
 
 
 def write_mask(path: Path, labels: np.ndarray) -> Path:
     """Save ``(H, W) uint8`` object ids as an indexed PNG with the DAVIS palette."""
-    image = Image.fromarray(labels, "P")
-    image.putpalette(DAVIS_PALETTE)
-    image.save(path)
+    write_label_png(path, labels)
     return path
 
 
@@ -530,9 +522,9 @@ def mask_agreement(reference: Path, other: Path) -> tuple[float | None, int]:
         return None, 0
     same = total = 0
     for name in names:
-        with Image.open(reference / name) as a, Image.open(other / name) as b:
-            same += int((np.asarray(a) == np.asarray(b)).sum())
-            total += a.width * a.height
+        a, b = read_label_png(reference / name).labels, read_label_png(other / name).labels
+        same += int((a == b).sum())
+        total += a.size
     return 100 * same / total, len(names)
 
 

@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import run_info
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import VideoPredictor, chunks
+from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.io import FRAME_EXTENSIONS, LabelWriter, MaskMode, check_mask_size, natural_sort_key, open_frames, read_mask
 from emvos.io.files import atomic_path, write_text_atomically
 
@@ -216,11 +216,6 @@ def given_masks(video: YTVOSVideo, frame_size: tuple[int, int]) -> GivenMasks:
     return GivenMasks(masks, first.palette, first.mode)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def segment_video(predictor: VideoPredictor, video: YTVOSVideo, out_dir: Path) -> VideoTiming:
     """Segment one video streaming, giving each object at its first annotation; write the listed frames.
 
@@ -240,19 +235,20 @@ def segment_video(predictor: VideoPredictor, video: YTVOSVideo, out_dir: Path) -
     state = predictor.init_state()
     model_seconds = 0.0
     count = written = 0
+
+    def timed(pred: FramePrediction, seconds: float) -> None:
+        nonlocal model_seconds, count
+        if pred.object_ids:  # frames before the first object cost nothing and are not counted
+            model_seconds += seconds
+            count += 1
+
+    masks = {index: given.masks[name] for index, name in enumerate(frames.names or ()) if name in given.masks}
     with LabelWriter(out_dir, given.palette, given.mode) as writer:
-        for chunk in chunks(frames, predictor.lookahead):
-            t0 = time.perf_counter()
-            preds = predictor.step_many(state, [f.image for f in chunk], [given.masks.get(f.name) for f in chunk])
-            tracked = sum(1 for pred in preds if pred.object_ids)
-            if tracked:  # frames before the first object cost nothing and are not counted
-                _sync(predictor.device)
-                model_seconds += time.perf_counter() - t0
-                count += tracked
-            for frame, pred in zip(chunk, preds, strict=True):
-                if frame.name in listed:
-                    writer.write(frame.name, pred.labels)
-                    written += 1
+        for pred in predictor.propagate(state, (f.image for f in frames), masks, on_frame=timed):
+            name = frames.frame_name(pred.index)
+            if name in listed:
+                writer.write(name, pred.labels)
+                written += 1
     return VideoTiming(video.name, count, written, len(given.object_ids), model_seconds,
                        time.perf_counter() - start)
 

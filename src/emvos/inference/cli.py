@@ -5,23 +5,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
-from emvos.cli import command_summary
-from emvos.errors import EmvosInputError
-from emvos.inference.frames import chunks
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
-from emvos.io import LabelWriter, OverlayWriter, collect_masks, open_frames
+from emvos.commands import command_summary
+from emvos.errors import EmvosInputError, ParameterError
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
+from emvos.io import Frame, LabelWriter, OverlayWriter, collect_masks, open_frames
 from emvos.model.config import BRANCH_SETS, Bijective
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
     from emvos.onnx.predictor import OnnxPredictor
 
+#: The flag of each predictor parameter, to word the library's :class:`ParameterError` for the command line.
+PREDICTOR_FLAGS = {"checkpoint": "--checkpoint", "device": "--device", "resolution": "--resolution",
+                   "bijective": "--matching bm-kernel/bm-topk", "precision": "--precision", "compile": "--compile",
+                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead"}
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
 #: ``segment --backend`` choices.
@@ -53,6 +58,10 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
     if lookahead:
         parser.add_argument("--lookahead", type=int, default=1,
                             help="frames read ahead and encoded as one batch (default 1); 8 fills a GPU better")
+    parser.add_argument("--adapt", type=int, default=None, metavar="STEPS",
+                        help="test-time adaptation: fine-tune the decoder for STEPS steps on the first annotated "
+                             f"frame before propagating (default {DEFAULT_ADAPT_STEPS}, a few seconds on a CPU; "
+                             "0 turns it off: faster start, less accurate)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -82,6 +91,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     """
     import torch
 
+    from emvos.inference.adapt import AdaptSettings
     from emvos.inference.predictor import VideoPredictor, load_network
     from emvos.runtime import use_cudnn_autotuning
 
@@ -92,32 +102,42 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         torch.set_num_threads(args.threads)
     if args.device != "auto" and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-    model = load_network(args.checkpoint)
-    matching = args.matching
-    trained = model.config.matching
-    if matching in BRANCH_SETS and matching != trained:
-        raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
-                              f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
-    if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
-        raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
-                              "add --matching bm-kernel or bm-topk")
-    bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
-                 if matching in ("bm-kernel", "bm-topk") else None)
-    return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
-                          precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                          lookahead=getattr(args, "lookahead", 1))
+    steps = DEFAULT_ADAPT_STEPS if args.adapt is None else args.adapt
+    if steps < 0:
+        raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {steps}")
+    try:
+        model = load_network(args.checkpoint)
+        matching = args.matching
+        trained = model.config.matching
+        if matching in BRANCH_SETS and matching != trained:
+            raise EmvosInputError(f"--matching {matching}: this model was trained with {trained} matching and can "
+                                  f"only run {trained} (or bm-kernel / bm-topk if it has sm)")
+        if (args.k1 is not None or args.k2 is not None) and not (matching or "").startswith("bm-"):
+            raise EmvosInputError("--k1/--k2 set bijective matching's hyper-parameters; "
+                                  "add --matching bm-kernel or bm-topk")
+        bijective = (Bijective.with_defaults(matching.removeprefix("bm-"), args.k1, args.k2)
+                     if matching in ("bm-kernel", "bm-topk") else None)
+        return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
+                              precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                              lookahead=getattr(args, "lookahead", 1),
+                              adapt=AdaptSettings(steps=steps) if steps else None)
+    except ParameterError as error:
+        raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 
 
 def build_onnx_predictor(args: argparse.Namespace) -> OnnxPredictor:
     """The onnxruntime predictor ``--backend onnxruntime`` asks for; never imports PyTorch.
 
-    Options of the PyTorch backend that change its computation are refused.
+    Options of the PyTorch backend that change its computation are refused. The exported network
+    runs as it is: no test-time adaptation (``--adapt``'s default does not apply; its masks are those
+    of the PyTorch backend with ``--adapt 0``).
     """
     refused = [flag for flag, used in (("--device", args.device not in ("auto", "cpu")),
                                        ("--matching", args.matching is not None),
                                        ("--k1/--k2", args.k1 is not None or args.k2 is not None),
                                        ("--precision", args.precision != "fp32"), ("--compile", args.compile),
-                                       ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1))
+                                       ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1),
+                                       ("--adapt", bool(args.adapt)))
                if used]
     if refused:
         raise EmvosInputError(f"{', '.join(refused)}: PyTorch backend options; leave them out with "
@@ -159,6 +179,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Segment the video and print what was done."""
     done = segment_video(args)
+    if done.adaptations:
+        print(f"adapted to {done.adaptations} mask(s) in {done.adapt_seconds:.1f} s")
     print(f"segmented {done.frames} frames, {done.objects} objects in {done.seconds:.1f} s ({done.fps:.2f} fps) "
           f"-> {args.out}" + (f", overlay {args.overlay}" if args.overlay else ""))
     return 0
@@ -166,11 +188,14 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclass(frozen=True)
 class Segmented:
-    """What :func:`segment_video` did: frames written, objects seen, seconds from the first frame to the last PNG."""
+    """What :func:`segment_video` did: frames written, objects seen, seconds from the first frame to the last
+    PNG, and the test-time adaptations made on the way (:attr:`VideoState.adaptations`) and their seconds."""
 
     frames: int
     objects: int
     seconds: float
+    adaptations: int = 0
+    adapt_seconds: float = 0.0
 
     @property
     def fps(self) -> float:
@@ -199,22 +224,28 @@ def segment_video(args: argparse.Namespace, predictor: VideoPredictor | OnnxPred
     seen: set[int] = set()
     count = 0
     start = time.perf_counter()
+    decoded: dict[int, Frame] = {}  # frames read ahead, until their prediction comes back
+
+    def images() -> Iterator[np.ndarray]:
+        for frame in frames:
+            decoded[frame.index] = frame
+            yield frame.image
+
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode))
         overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size,
                                                      palette=first_mask.palette))
                    if args.overlay else None)
         bar = stack.enter_context(tqdm(total=frames.num_frames, unit="frame", disable=args.quiet, desc="segment"))
-        for chunk in chunks(frames, predictor.lookahead):
-            given = [masks.get(frame.index) for frame in chunk]
-            preds = predictor.step_many(state, [frame.image for frame in chunk],
-                                        [None if g is None else g[1].labels for g in given])
-            for frame, pred in zip(chunk, preds, strict=True):
-                writer.write(frame.name, pred.labels)
-                if overlay is not None:
-                    overlay.write(frame.image, pred.labels)
-                seen.update(pred.object_ids)
-            count += len(chunk)
-            bar.update(len(chunk))
-            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(preds[-1].object_ids))
-    return Segmented(count, len(seen), time.perf_counter() - start)
+        for pred in predictor.propagate(state, images(), {index: mask.labels for index, (_, mask) in masks.items()}):
+            frame = decoded.pop(pred.index)
+            writer.write(frame.name, pred.labels)
+            if overlay is not None:
+                overlay.write(frame.image, pred.labels)
+            seen.update(pred.object_ids)
+            count += 1
+            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.1f}", objects=len(pred.object_ids),
+                            refresh=False)
+            bar.update(1)
+    return Segmented(count, len(seen), time.perf_counter() - start, len(state.adaptations),
+                     sum(a.seconds for a in state.adaptations))

@@ -13,15 +13,16 @@ Example::
     state = predictor.init_state(frames)          # any iterable of (H, W, 3) uint8 RGB frames
     predictor.add_mask(state, 0, first_mask)      # (H, W) uint8 object ids
     predictor.add_mask(state, 40, later_mask)     # objects that appear later
-    for pred in predictor.propagate(state):
+    for pred in predictor.propagate(state):   # or propagate(state, frames, {0: first_mask, 40: later_mask})
         save(pred.index, pred.labels)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emvos.errors import EmvosInputError
+from emvos.errors import ParameterError
+from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
-from emvos.inference.frames import FramePrediction, ImageLike, MaskLike, as_image, as_labels, chunks
+from emvos.inference.frames import (
+    DIRECTIONS,
+    Direction,
+    FramePrediction,
+    ImageLike,
+    MaskLike,
+    as_image,
+    as_labels,
+    propagate_frames,
+)
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
@@ -40,10 +51,15 @@ from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
+from emvos.runtime import allow_compiled_shapes
 
+#: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).
+DEFAULT_ADAPT = AdaptSettings()
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
+#: Dtypes whose logits are upcast to float32 before the softmax.
+LOW_PRECISIONS = (torch.bfloat16, torch.float16)
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
 
@@ -75,14 +91,17 @@ class VideoState:
     lut: Tensor | None = None  # (1 + O,) uint8: 0 then the user id of each slot
     graph: StaticGraph | None = None  # the propagated frame's CUDA graph, with --cuda-graphs
     embed_graphs: dict[int, StaticGraph] = field(default_factory=dict)  # the encoder's, per number of frames
+    network: EMVOS | None = None  # this video's adapted network (prepared); None: the predictor's
+    tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
+    adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
     """The network of an emvos or official EMVOS checkpoint, or the model shipped with emvos (``None``)."""
     if checkpoint is None:
         if not SHIPPED_MODEL.is_file():
-            raise EmvosInputError("this emvos install ships no trained model yet; pass --checkpoint FILE "
-                                  "(an emvos checkpoint or the official EMVOS weights)")
+            raise ParameterError("checkpoint", "missing, and this emvos install ships no trained model yet; pass "
+                                               "an emvos checkpoint or the official EMVOS weights")
         checkpoint = SHIPPED_MODEL
     return load_model(checkpoint)
 
@@ -133,7 +152,8 @@ class VideoPredictor:
             (same results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
-            freezing, which pre-packs the weights for its convolution kernels).
+            freezing, which pre-packs the weights for its convolution kernels). Raises PyTorch's
+            process-wide limit of compiled shapes (:func:`emvos.runtime.allow_compiled_shapes`).
         cuda_graphs: on CUDA, replay each propagated frame's work from a CUDA graph captured for the
             video (again whenever objects are given): one launch per frame instead of about a thousand
             operations, the same kernels and results. The capture costs about three frames' time.
@@ -141,58 +161,74 @@ class VideoPredictor:
         lookahead: frames :meth:`propagate` reads ahead and encodes as one batch (see
             :meth:`step_many`). On a GPU, one frame of a video leaves most of it idle; a batch of
             frames fills it. Memory grows with it; results are the same (up to float rounding).
+        adapt: test-time adaptation: at the first frame of each video that is given a mask, a copy
+            of the network's keys and decoder is fine-tuned on pseudo-videos of that frame
+            (:mod:`emvos.inference.adapt`) and segments that video; with ``adapt.again``, each later
+            frame given a mask (new objects, a correction) tunes its decoder again on that frame's
+            labels. ``None`` (or 0 steps) uses the network as it is.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
-                 compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
+                 adapt: AdaptSettings | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
-            raise EmvosInputError(f"bijective matching replaces surjective matching, but this model has only "
-                                  f"the {model.config.matching} branch; use a model trained with sm")
+            raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
+                                              f"{model.config.matching} branch; use a model trained with sm")
         if resolution < 0:
-            raise EmvosInputError(f"--resolution must be 0 (keep) or a positive shorter side, got {resolution}")
+            raise ParameterError("resolution", f"must be 0 (keep) or a positive shorter side, got {resolution}")
         if precision not in AUTOCAST_DTYPES:
-            raise EmvosInputError(f"--precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+            raise ParameterError("precision", f"must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise EmvosInputError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+            raise ParameterError("precision", "fp16 needs a CUDA device; use bf16 on the CPU")
         if cuda_graphs and self.device.type != "cuda":
-            raise EmvosInputError(f"--cuda-graphs needs a CUDA device, not {self.device}; leave it out on the CPU")
+            raise ParameterError("cuda_graphs", f"needs a CUDA device, not {self.device}; leave it out on the CPU")
         if lookahead < 1:
-            raise EmvosInputError(f"--lookahead must be at least 1 frame, got {lookahead}")
+            raise ParameterError("lookahead", f"must be at least 1 frame, got {lookahead}")
         if cuda_graphs and compile:
-            raise EmvosInputError("--cuda-graphs and --compile both take over the frame's launches; choose one")
+            raise ParameterError(("cuda_graphs", "compile"), "both take over the frame's launches; choose one")
         model = model.to(self.device).eval()
-        if optimize or compile:  # the caller's network is left as it is
-            model = copy.deepcopy(model)
-        if optimize:
-            model.encoder.fuse()
-            model.decoder.fuse()
-            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
-                model.decoder.use_cpu_algorithms()
-            model.to(memory_format=torch.channels_last)
-        if compile:
-            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
-            # the network would silently run uncompiled.
-            dynamo = torch._dynamo.config
-            dynamo.recompile_limit = max(dynamo.recompile_limit, COMPILED_SHAPES)
-            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
-            options = {"freezing": True} if self.device.type == "cpu" else None
-            model.encoder.compile(options=options)
-            model.decoder.compile(options=options)
-        self.model = model
+        self.reference = model  # the caller's network: what adaptation starts from
+        self.optimize, self.compile = optimize, compile
+        self.model = self._prepare(model)
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.resolution = resolution
         self.bijective = bijective
         self.cuda_graphs = cuda_graphs
         self.lookahead = lookahead
+        self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
+
+    def _prepare(self, model: EMVOS) -> EMVOS:
+        """The network as inference runs it: a prepared copy (``optimize``/``compile``), or ``model`` itself."""
+        if self.optimize or self.compile:  # the caller's network is left as it is
+            model = copy.deepcopy(model)
+        if self.optimize:
+            model.encoder.fuse()
+            model.decoder.fuse()
+            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
+                model.decoder.use_cpu_algorithms()
+            model.to(memory_format=torch.channels_last)
+        if self.compile:
+            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
+            # the network would silently run uncompiled.
+            allow_compiled_shapes(COMPILED_SHAPES)
+            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
+            options: dict[str, bool] | None = {"freezing": True} if self.device.type == "cpu" else None
+            model.encoder.compile(options=options)
+            model.decoder.compile(options=options)
+        return model
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        **kwargs: object) -> VideoPredictor:
-        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos."""
-        return cls(load_network(checkpoint), device=device, **kwargs)
+                        adapt: AdaptSettings | None = DEFAULT_ADAPT, **kwargs: object) -> VideoPredictor:
+        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos.
+
+        Adapts to each video's first mask as ``emvos segment`` does (``adapt=None`` turns it off);
+        the other keyword arguments are the constructor's.
+        """
+        return cls(load_network(checkpoint), device=device, adapt=adapt, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
@@ -213,16 +249,48 @@ class VideoPredictor:
         return [int(i) for i in np.unique(labels) if i != 0]
 
     # -- inference ------------------------------------------------------------------------------
-    def propagate(self, state: VideoState) -> Iterator[FramePrediction]:
-        """Segment the state's frames in order, applying masks added with :meth:`add_mask`.
+    def propagate(self, state: VideoState, frames: Iterable[ImageLike] | None = None,
+                  masks: Mapping[int, MaskLike] | None = None, *, direction: Direction = "forward",
+                  indices: Iterable[int] | None = None,
+                  on_frame: Callable[[FramePrediction, float], None] | None = None) -> Iterator[FramePrediction]:
+        """Segment a video's frames one after another: the one per-frame loop of every command.
 
-        Frames are read :attr:`lookahead` at a time (see :meth:`step_many`).
+        Frames are read :attr:`lookahead` at a time and segmented by :meth:`step_many`; the masks
+        are the same as stepping frame by frame in that order.
+
+        Args:
+            state: the video's state (updated in place).
+            frames: ``(H, W, 3) uint8`` RGB frames (or PIL images) in video order; ``None``: those
+                given to :meth:`init_state`. Read lazily when segmented forward; backward or over
+                chosen ``indices``, a sequence (``len`` and indexing).
+            masks: ``(H, W)`` object ids given at some frames, by frame index (masks added with
+                :meth:`add_mask` count as given at their index too).
+            direction: ``forward`` (first to last frame) or ``backward`` (last to first: the
+                predictor sees the reversed video).
+            indices: the frames to segment, in this order, instead of ``direction``'s (e.g. a few
+                annotated frames replayed before a stretch of the video).
+            on_frame: called with each prediction, before it is yielded, and the model's seconds
+                spent on it (its chunk's time, measured after the device finished, shared among the
+                chunk's frames that had objects; 0 for the others). It may raise to stop the loop.
+
+        Yields:
+            One prediction per frame, in processing order; :attr:`FramePrediction.index` is the
+            frame's index in ``frames``.
+
+        Raises:
+            ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
+                given, or ``frames`` that cannot be indexed where they must be.
         """
-        if state.frames is None:
-            raise ValueError("this state has no frames; pass them to init_state(frames)")
-        for chunk in chunks(state.frames, self.lookahead):
-            masks = [state.pending.pop(state.next_index + i, None) for i in range(len(chunk))]
-            yield from self.step_many(state, chunk, masks)
+        frames = state.frames if frames is None else frames
+        if frames is None:
+            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        given = {**state.pending, **(masks or {})}
+        state.pending.clear()
+        synchronize = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks), frames, given,
+                                    self.lookahead, direction, indices, on_frame, synchronize)
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
@@ -274,6 +342,14 @@ class VideoPredictor:
         given_ids = [[] if given is None else [int(i) for i in np.unique(given) if i != 0] for given in givens]
         # Frames before the first object need no work; all from the first given object on do.
         first = 0 if state.object_ids else next((i for i, ids in enumerate(given_ids) if ids), len(frames))
+        if self.adapt is not None and len(frames) > 1 and any(given_ids):
+            # Adapting changes the network at frames given a mask: take such chunks a frame at a time.
+            return [prediction for frame, given in zip(frames, givens, strict=True)
+                    for prediction in self.step_many(state, [frame], [given])]
+        has_mask = bool(given_ids and given_ids[0])
+        adapt_first = self.adapt is not None and state.tuned is None and has_mask
+        if adapt_first:
+            self._adapt(state, frames[0], givens[0], self.reference, self.adapt)
         predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
                        for i in range(first)]
         state.next_index += first
@@ -295,6 +371,11 @@ class VideoPredictor:
                 labels = np.where(given != 0, given, labels)
             predictions.append(FramePrediction(state.next_index, labels, ids))
             state.next_index += 1
+        if self.adapt is not None and self.adapt.again and has_mask and not adapt_first:
+            # A later mask (new objects, or a correction): the decoder adapts again, keys kept, so that
+            # the references already taken stay valid.
+            self._adapt(state, frames[0], predictions[0].labels, state.tuned,
+                        dataclasses.replace(self.adapt, keys=False))
         return predictions
 
     def _autocast(self) -> torch.autocast:
@@ -314,8 +395,9 @@ class VideoPredictor:
             valid until the next call).
         """
         pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
+        network = state.network or self.model
         if not self.cuda_graphs:
-            batch = self._embed(state.geometry, pixels.to(self.device))
+            batch = self._embed(network, state.geometry, pixels.to(self.device))
         else:
             size = min(1 << (len(frames) - 1).bit_length(), self.lookahead)
             if size > len(frames):
@@ -324,16 +406,29 @@ class VideoPredictor:
             if graph is None:
                 geometry = state.geometry
                 graph = state.embed_graphs[size] = StaticGraph(
-                    lambda inputs: _embedding_tensors(self._embed(geometry, inputs[0])), [pixels], self.device)
+                    lambda inputs: _embedding_tensors(self._embed(network, geometry, inputs[0])), [pixels], self.device)
             batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
         return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
                                batch.grid) for i in range(len(frames))]
 
-    def _embed(self, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
+    def _embed(self, network: EMVOS, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
         """Encode ``(K, H, W, 3) uint8`` frames on the device at the video's working geometry."""
         x = pixels.permute(0, 3, 1, 2).float().div_(255)
         with self._autocast():
-            return self.model.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
+            return network.embed(geometry.image(x).contiguous(memory_format=self.memory_format))
+
+    def _adapt(self, state: VideoState, frame: np.ndarray, labels: np.ndarray, start: EMVOS,
+               settings: AdaptSettings) -> None:
+        """Adapt ``start`` to ``(H, W, 3) uint8`` ``frame`` and its ``(H, W)`` ids; the video's network from now on."""
+        assert state.geometry is not None
+        with torch.inference_mode(False), torch.enable_grad():  # step_many runs in inference mode
+            pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+            ids = torch.from_numpy(labels).to(self.device)[None, None].float()
+            state.tuned, report = adapt_network(start, state.geometry.image(pixels)[0],
+                                                state.geometry.mask(ids)[0, 0].long(), settings)
+        state.network = self._prepare(state.tuned)
+        state.graph, state.embed_graphs = None, {}  # captured from the previous network
+        state.adaptations.append(report)
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
@@ -394,14 +489,18 @@ class VideoPredictor:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
         if not state.object_ids:
             return None
+        network = state.network or self.model
         with self._autocast():
-            first_parts = [self.model.match(query, g.ref, "first", self.bijective) for g in state.groups]
+            first_parts = [network.match(query, g.ref, "first", self.bijective) for g in state.groups]
             first = {b: torch.cat([p[b] for p in first_parts], dim=1) for b in first_parts[0]}
             if state.slot_order is not None:
                 first = {b: scores[:, state.slot_order] for b, scores in first.items()}
-            matched = self.model.match(query, prev, "prev", self.bijective)
-            logits = self.model.decode(query, first, matched, prev.mask)
-        return F.softmax(logits[0].float(), dim=1)
+            matched = network.match(query, prev, "prev", self.bijective)
+            logits = network.decode(query, first, matched, prev.mask)
+        logits = logits[0]
+        if logits.dtype in LOW_PRECISIONS:  # autocast's outputs; a float64 network keeps its precision
+            logits = logits.float()
+        return F.softmax(logits, dim=1)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
                    probs: Tensor | None) -> Tensor:

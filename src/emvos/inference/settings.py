@@ -9,6 +9,8 @@ from pathlib import Path
 DEFAULT_RESOLUTION = 480
 #: ``precision`` choices: float32, or autocast to bfloat16 / float16.
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Default test-time adaptation steps (``--adapt``; :class:`~emvos.inference.adapt.AdaptSettings`).
+DEFAULT_ADAPT_STEPS = 40
 
 #: The model shipped inside the package, used when no checkpoint is given.
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"

@@ -11,8 +11,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from emvos.errors import EmvosInputError
+
+
+def temporary_path(target: Path) -> Path:
+    """The hidden name ``target`` is written under before it is renamed: ``.<name>.<pid>-<thread>.tmp``."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 @contextmanager
@@ -24,12 +30,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    temporary = temporary_path(target)
     try:
         yield temporary
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """A binary stream on :func:`atomic_path`'s temporary file: ``path`` appears, whole, when the block succeeds."""
+    with atomic_path(path) as temporary, temporary.open("wb") as stream:
+        yield stream
+
+
+def cannot_write(path: str | os.PathLike[str], error: OSError) -> EmvosInputError:
+    """The one-line error for an output file that could not be written."""
+    return EmvosInputError(f"{path}: cannot write ({error.strerror or error}); check free disk space "
+                           "and write permission")
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:

@@ -1,4 +1,4 @@
-"""Reading the user's object masks: indexed (palette) or greyscale PNGs whose pixel values are ids.
+"""Object masks on disk: the one reader and the one writer of PNGs whose pixel values are object ids.
 
 A mask is a PNG the size of the frames in which 0 is background and any other value (1..255, gaps
 allowed) is the id of one object. Palette PNGs (DAVIS-2017 style) and greyscale ``L`` PNGs
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from emvos.errors import EmvosInputError
+from emvos.io.files import atomic_path
 from emvos.io.frames import natural_sort_key
 
 MaskMode = Literal["P", "L"]
@@ -75,19 +76,24 @@ class MaskImage:
         return [int(value) for value in np.unique(self.labels) if value]
 
 
-def read_mask(path: str | Path) -> MaskImage:
-    """Read an object mask from a palette (``P``) or greyscale (``L``, or 1-bit) PNG.
+def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool = False) -> MaskImage:
+    """Read a PNG of object ids: every reader of masks (user input, datasets, evaluation, the app) uses it.
+
+    Palette (``P``) and greyscale (``L``) PNGs are read as they are, pixel values being ids; 1-bit
+    PNGs become mode ``L`` masks with id 255, like DAVIS-2016 masks. The mask may hold no object.
 
     Args:
         path: The PNG file.
+        what: What the file is, for error messages (``mask``, ``annotation``, ``result mask`` ...).
+        opaque_alpha: Also accept ``LA``/``PA`` PNGs whose alpha band is fully opaque (some
+            DAVIS-2016 annotations are saved so), read without it.
 
     Returns:
-        A :class:`MaskImage` with ``(H, W) uint8`` labels. 1-bit PNGs become mode ``L`` masks with
-        id 255, like DAVIS-2016 masks.
+        A :class:`MaskImage` with ``(H, W) uint8`` labels.
 
     Raises:
-        EmvosInputError: the file cannot be read, is not a PNG, is a colour (RGB/RGBA) or 16/32-bit
-            image, or contains no object.
+        EmvosInputError: naming ``path`` and the fix: the file is missing or unreadable, is not a
+            PNG, or is a colour (RGB/RGBA, or LA/PA not accepted) or 16/32-bit image.
     """
     path = Path(path)
     try:
@@ -96,30 +102,76 @@ def read_mask(path: str | Path) -> MaskImage:
             file_format, mode = image.format, image.mode
             if file_format != "PNG":
                 raise EmvosInputError(
-                    f"{path}: mask is a {file_format} file, but masks must be lossless PNGs; "
-                    f"{_SAVE_AS_INDEXED}"
+                    f"{path}: {what} is a {file_format} file, but masks must be lossless PNGs; {_SAVE_AS_INDEXED}"
                 )
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 raise EmvosInputError(
-                    f"{path}: mask is a 16/32-bit image (mode {mode}); object ids must fit in 8 bits, "
+                    f"{path}: {what} is a 16/32-bit image (mode {mode}); object ids must fit in 8 bits, "
                     f"{_SAVE_AS_INDEXED}"
                 )
-            if mode not in ("P", "L", "1"):
-                raise EmvosInputError(
-                    f"{path}: mask is a {mode} image (colour or with alpha), not indexed; {_SAVE_AS_INDEXED}"
-                )
-            palette = image.getpalette() if mode == "P" else None
+            palette = image.getpalette() if mode in ("P", "PA") else None
             labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
     except FileNotFoundError as error:
-        raise EmvosInputError(f"{path}: no such mask file; check the path") from error
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise EmvosInputError(f"{path}: cannot read this mask ({error}); {_SAVE_AS_INDEXED}") from error
-    if not labels.any():
+        raise EmvosInputError(f"{path}: no such {what} file; check the path") from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise EmvosInputError(f"{path}: cannot read {what} ({error}); {_SAVE_AS_INDEXED}") from error
+    if opaque_alpha and mode in ("LA", "PA") and bool(np.all(labels[..., 1] == 255)):
+        labels, mode = np.ascontiguousarray(labels[..., 0]), mode[0]
+    if mode not in ("P", "L", "1"):
+        raise EmvosInputError(
+            f"{path} is a {mode}-mode image (colour or with alpha), not an indexed {what}; {_SAVE_AS_INDEXED}"
+        )
+    return MaskImage(labels=labels, palette=palette, mode="P" if mode == "P" else "L")
+
+
+def read_mask(path: str | Path) -> MaskImage:
+    """Read a user's object mask (:func:`read_label_png`) that must show at least one object.
+
+    Raises:
+        EmvosInputError: as :func:`read_label_png`, or the mask contains no object.
+    """
+    mask = read_label_png(path)
+    if not mask.labels.any():
         raise EmvosInputError(
             f"{path}: mask has no object (every pixel is 0 = background); draw at least one object "
             "or leave this mask out"
         )
-    return MaskImage(labels=labels, palette=palette, mode="P" if mode == "P" else "L")
+    return mask
+
+
+def write_label_png(path: str | Path, labels: np.ndarray, palette: Sequence[int] | None = None,
+                    mode: MaskMode = "P") -> None:
+    """Save object ids as a PNG, atomically: indexed with ``palette`` (mode ``P``) or greyscale (``L``).
+
+    Pixel values are the ids exactly; :func:`read_label_png` reads them back.
+
+    Args:
+        path: The PNG file; its folder is created if missing.
+        labels: ``(H, W) uint8`` object ids, 0 = background.
+        palette: Flat ``[r, g, b, ...]`` palette for mode ``P``; entries it lacks (or all, ``None``)
+            are taken from :data:`DAVIS_PALETTE`. Ignored for mode ``L``.
+        mode: ``"P"`` or ``"L"``.
+
+    Raises:
+        ValueError: ``labels`` is not an ``(H, W) uint8`` array, or ``mode`` is neither ``P`` nor ``L``.
+        OSError: the file cannot be written (full disk, no permission ...); ``path`` is left as it was.
+    """
+    if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.dtype != np.uint8:
+        raise ValueError(f"labels must be an (H, W) uint8 numpy array, got {describe_array(labels)}")
+    if mode not in ("P", "L"):
+        raise ValueError(f"mode must be 'P' or 'L', got {mode!r}")
+    image = Image.fromarray(labels, mode="L")
+    if mode == "P":
+        image.putpalette(full_palette(palette))  # turns the L image into a P image with the same indices
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
+
+
+def describe_array(array: object) -> str:
+    """``uint8 array of shape (4, 4)``, or the type's name of what is not an array (for error messages)."""
+    if isinstance(array, np.ndarray):
+        return f"{array.dtype} array of shape {array.shape}"
+    return type(array).__name__
 
 
 def check_mask_size(mask: MaskImage, frame_size: tuple[int, int], path: str | Path) -> None:

@@ -1,6 +1,7 @@
 """Writing results: one label PNG per frame, and an mp4 with the masks drawn over the frames.
 
-Both writers encode on background threads behind a bounded queue (the video on one thread, the
+The formats have their own homes (:func:`emvos.io.masks.write_label_png`, :class:`emvos.io.mp4.Mp4Writer`);
+these writers encode on background threads behind a bounded queue (the video on one thread, the
 PNGs on several), so encoding overlaps the caller's compute, and both write atomically: a file
 appears under its final name only once it is complete (it is written to a hidden temporary name
 in the same folder, then ``os.replace``\\ d).
@@ -16,19 +17,16 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from contextlib import suppress
-from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import cast
 
-import av
 import numpy as np
-from PIL import Image
 
 from emvos.errors import EmvosInputError
 from emvos.io._background import BackgroundWorker
-from emvos.io.masks import MaskMode, full_palette
+from emvos.io.files import cannot_write
+from emvos.io.masks import MaskMode, describe_array, full_palette, write_label_png
+from emvos.io.mp4 import Mp4Writer, video_codec
 
 #: How many frames may wait for encoding before ``write`` blocks, by default.
 DEFAULT_QUEUE_DEPTH = 4
@@ -36,21 +34,6 @@ DEFAULT_QUEUE_DEPTH = 4
 #: encode in parallel (a GPU segments 480p frames faster than one thread writes them); up to half
 #: the cores, the other half left to the model.
 DEFAULT_PNG_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def _temporary_path(target: Path, suffix: str = ".tmp") -> Path:
-    """A hidden name next to ``target``, unique to this process, ending with ``suffix``."""
-    return target.with_name(f".{target.stem}.{os.getpid()}.tmp{suffix}")
-
-
-def _remove(path: Path) -> None:
-    with suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _write_error(path: Path, error: OSError) -> EmvosInputError:
-    reason = error.strerror or str(error)
-    return EmvosInputError(f"{path}: cannot write ({reason}); check free disk space and write permission")
 
 
 def _prepare_folder(folder: Path, what: str) -> None:
@@ -69,13 +52,7 @@ def _prepare_folder(folder: Path, what: str) -> None:
 
 def _check_labels(labels: np.ndarray) -> None:
     if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.dtype != np.uint8:
-        raise ValueError(f"labels must be an (H, W) uint8 numpy array, got {_describe(labels)}")
-
-
-def _describe(array: object) -> str:
-    if isinstance(array, np.ndarray):
-        return f"{array.dtype} array of shape {array.shape}"
-    return type(array).__name__
+        raise ValueError(f"labels must be an (H, W) uint8 numpy array, got {describe_array(labels)}")
 
 
 class LabelWriter:
@@ -109,7 +86,7 @@ class LabelWriter:
             raise ValueError(f"mode must be 'P' or 'L', got {mode!r}")
         self.out_dir = Path(out_dir)
         self.mode = mode
-        self._palette = full_palette(palette) if mode == "P" else None
+        self._palette = full_palette(palette)
         _prepare_folder(self.out_dir, "output folder")
         self._worker: BackgroundWorker[tuple[str, np.ndarray]] = BackgroundWorker(
             self._save, queue_depth, name="emvos-png-writer", threads=threads
@@ -129,17 +106,10 @@ class LabelWriter:
     def _save(self, item: tuple[str, np.ndarray]) -> None:
         name, labels = item
         target = self.out_dir / f"{name}.png"
-        temporary = _temporary_path(target)
-        image = Image.fromarray(labels, mode="L")
-        if self._palette is not None:
-            image.putpalette(self._palette)  # turns the L image into a P image with the same indices
         try:
-            image.save(temporary, format="PNG")
-            os.replace(temporary, target)
+            write_label_png(target, labels, self._palette, self.mode)
         except OSError as error:
-            raise _write_error(target, error) from error
-        finally:
-            _remove(temporary)
+            raise cannot_write(target, error) from error
 
     def close(self, *, discard_pending: bool = False) -> None:
         """Wait until every queued PNG is written; re-raise a write error.
@@ -214,7 +184,7 @@ def overlay(
         A new ``(H, W, 3) uint8`` RGB image.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {_describe(image)}")
+        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {describe_array(image)}")
     _check_labels(labels)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
@@ -236,15 +206,6 @@ def overlay(
         edges = _contours(box_labels, contour_width)
         box[edges] = np.array(palette, dtype=np.uint8).reshape(256, 3)[box_labels[edges]]
     return result
-
-
-def video_codec() -> str:
-    """``libx264`` when this PyAV build has it (compact, plays everywhere), else ``mpeg4``."""
-    try:
-        av.codec.Codec("libx264", "w")
-    except av.codec.codec.UnknownCodecError:
-        return "mpeg4"
-    return "libx264"
 
 
 class OverlayWriter:
@@ -292,26 +253,8 @@ class OverlayWriter:
         self.size = (int(size[0]), int(size[1]))
         self.palette = full_palette(palette)
         self.codec = video_codec()
-        self._frames_written = 0
+        self._video = Mp4Writer(self.path, fps, self.size, codec=self.codec)
         self._closed = False
-        self._temporary = _temporary_path(self.path, ".mp4")
-        rate = Fraction(fps).limit_denominator(1001)
-        height, width = self.size
-        try:
-            self._container = av.open(str(self._temporary), "w", format="mp4")
-        except av.error.FFmpegError as error:
-            raise EmvosInputError(
-                f"{self.path}: cannot create the video ({error}); choose another path"
-            ) from error
-        self._stream = cast(av.VideoStream, self._container.add_stream(self.codec, rate=rate))
-        self._stream.width = width + width % 2
-        self._stream.height = height + height % 2
-        self._stream.pix_fmt = "yuv420p"
-        if self.codec == "libx264":
-            self._stream.options = {"crf": "20", "preset": "fast"}
-        else:
-            self._stream.bit_rate = max(1_000_000, int(0.25 * width * height * float(rate)))
-        self._time_base = 1 / rate
         self._worker: BackgroundWorker[tuple[np.ndarray, np.ndarray]] = BackgroundWorker(
             self._encode, queue_depth, name="emvos-overlay-writer"
         )
@@ -323,7 +266,7 @@ class OverlayWriter:
         failed frame (as :class:`EmvosInputError`), if any.
         """
         if image.shape != (*self.size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"image must be a {(*self.size, 3)} uint8 array, got {_describe(image)}")
+            raise ValueError(f"image must be a {(*self.size, 3)} uint8 array, got {describe_array(image)}")
         _check_labels(labels)
         if labels.shape != self.size:
             raise ValueError(f"labels must have shape {self.size}, got {labels.shape}")
@@ -331,22 +274,7 @@ class OverlayWriter:
 
     def _encode(self, item: tuple[np.ndarray, np.ndarray]) -> None:
         image, labels = item
-        drawn = overlay(image, labels, self.palette)
-        height, width = self.size
-        if height % 2 or width % 2:
-            drawn = np.pad(drawn, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
-        frame.pts = self._frames_written
-        frame.time_base = self._time_base
-        try:
-            self._mux(self._stream.encode(frame))
-        except (OSError, av.error.FFmpegError) as error:
-            raise EmvosInputError(f"{self.path}: cannot encode the overlay video ({error})") from error
-        self._frames_written += 1
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            self._container.mux(packet)
+        self._video.write(overlay(image, labels, self.palette))
 
     def close(self, *, discard_pending: bool = False) -> None:
         """Finish the video and rename it to :attr:`path`; re-raise an encoding error.
@@ -359,24 +287,10 @@ class OverlayWriter:
         self._closed = True
         try:
             self._worker.close(discard_pending=discard_pending)
-            if not discard_pending:
-                self._finish()
-        finally:
-            with suppress(OSError, av.error.FFmpegError):
-                self._container.close()
-            _remove(self._temporary)
-
-    def _finish(self) -> None:
-        """Flush the encoder, close the file and move it to its final name."""
-        try:
-            self._mux(self._stream.encode(None))
-            self._container.close()
-        except (OSError, av.error.FFmpegError) as error:
-            raise EmvosInputError(f"{self.path}: cannot encode the overlay video ({error})") from error
-        try:
-            os.replace(self._temporary, self.path)
-        except OSError as error:
-            raise _write_error(self.path, error) from error
+        except BaseException:
+            self._video.close(discard=True)
+            raise
+        self._video.close(discard=discard_pending)
 
     def __enter__(self) -> OverlayWriter:
         return self

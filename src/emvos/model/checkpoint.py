@@ -131,7 +131,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint file into a dict (no model is built), with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise EmvosInputError(f"{path}: checkpoint not found; pass an existing file to --checkpoint")
+        raise EmvosInputError(f"{path}: checkpoint not found; pass an existing checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is the user's to fix

@@ -6,6 +6,7 @@ The network is stateless. :class:`emvos.inference.VideoPredictor` keeps the per-
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from emvos.model import matching
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.decoder import MASK_CHANNELS, Decoder, conv
 from emvos.model.encoders import build_encoder
+from emvos.model.encoders.base import Features
 
 #: Reference frames every branch matches against: the first frame and the previous frame.
 REFERENCES = ("first", "prev")
@@ -86,6 +88,14 @@ class EMVOS(nn.Module):
         """
         with torch.no_grad():
             features = self.encoder(images)
+        return self.embed_features(features)
+
+    def embed_features(self, features: Features) -> FrameEmbedding:
+        """Keys and decoder reductions of frames already encoded (e.g. features cached for training).
+
+        Args:
+            features: the encoder's ``s4`` / ``s8`` / ``s16`` maps of ``B`` frames.
+        """
         keys = {}
         for branch, proj in self.keys.items():
             k = proj(features.s16).flatten(2)
@@ -180,15 +190,30 @@ class EMVOS(nn.Module):
         Returns:
             ``(B, L - 1, 2, H, W)`` logits for frames ``1..L-1``.
         """
-        length = clip.shape[1]
-        one_hot = torch.stack([1 - first_mask, first_mask], dim=1).to(clip.dtype)  # (B, 2, H, W)
+        return self.unroll((self.embed(clip[:, t]) for t in range(clip.shape[1])), first_mask.to(clip.dtype))
+
+    def unroll(self, frames: Iterable[FrameEmbedding], first_mask: Tensor) -> Tensor:
+        """:meth:`forward` on frames already embedded (:meth:`embed` or :meth:`embed_features`).
+
+        Args:
+            frames: the embeddings of the clip's ``L`` frames in order, ``B`` clips each; taken one
+                at a time, so a generator embeds each frame only when it is reached.
+            first_mask: ``(B, H, W)`` binary mask of one object per clip (0/1; integer masks are
+                taken as the default float type).
+
+        Returns:
+            ``(B, L - 1, 2, H, W)`` logits for frames ``1..L-1``.
+        """
+        frames = iter(frames)
+        first_embedding = next(frames)
+        if not first_mask.is_floating_point():
+            first_mask = first_mask.to(torch.get_default_dtype())
+        one_hot = torch.stack([1 - first_mask, first_mask], dim=1)  # (B, 2, H, W)
         mask16 = matching.downsample_mask(one_hot, self.stride).flatten(2).unsqueeze(1)  # (B, 1, 2, N)
-        first_embedding = self.embed(clip[:, 0])
         first = Reference(first_embedding.keys, mask16)
         prev = first
         outputs = []
-        for t in range(1, length):
-            query = self.embed(clip[:, t])
+        for query in frames:
             logits = self.decode(query, self.match(query, first, "first"), self.match(query, prev, "prev"),
                                  prev.mask)
             outputs.append(logits[:, 0])

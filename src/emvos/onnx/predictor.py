@@ -24,13 +24,23 @@ Example (a labelling tool's server needs only numpy, Pillow and onnxruntime)::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
 
-from emvos.inference.frames import FramePrediction, ImageLike, MaskLike, as_image, as_labels
+from emvos.errors import ParameterError
+from emvos.inference.frames import (
+    DIRECTIONS,
+    Direction,
+    FramePrediction,
+    ImageLike,
+    MaskLike,
+    as_image,
+    as_labels,
+    propagate_frames,
+)
 from emvos.inference.geometry import Geometry
 from emvos.inference.settings import DEFAULT_RESOLUTION
 from emvos.onnx.files import OnnxModel, cached_onnx_folder, read_onnx_folder
@@ -47,6 +57,7 @@ class OnnxState:
         first_mask: ``(1, O, 2, Nf)`` each object's background/foreground at those pixels (0 elsewhere).
         prev_keys: per branch, ``(1, C, N)`` keys of the previous frame.
         prev_mask: ``(1, O, 2, N)`` the previous frame's probabilities at stride 16.
+        adaptations: as :attr:`VideoState.adaptations`, always empty (no test-time adaptation).
     """
 
     frames: Iterable[ImageLike] | None = None
@@ -58,6 +69,7 @@ class OnnxState:
     prev_mask: np.ndarray | None = None
     pending: dict[int, np.ndarray] = field(default_factory=dict)
     next_index: int = 0
+    adaptations: list[object] = field(default_factory=list)  # always empty: the exported network does not adapt
 
 
 def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
@@ -83,9 +95,9 @@ class OnnxPredictor:
     def __init__(self, model: OnnxModel | str | os.PathLike[str], resolution: int = DEFAULT_RESOLUTION,
                  threads: int | None = None) -> None:
         if resolution < 0:
-            raise ValueError(f"resolution must be 0 (keep) or a positive shorter side, got {resolution}")
+            raise ParameterError("resolution", f"must be 0 (keep) or a positive shorter side, got {resolution}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise ParameterError("threads", f"must be at least 1, got {threads}")
         self.model = model if isinstance(model, OnnxModel) else read_onnx_folder(model)
         self.resolution = resolution
         options = ort.SessionOptions()
@@ -126,12 +138,26 @@ class OnnxPredictor:
         return [int(i) for i in np.unique(labels) if i != 0]
 
     # -- inference ------------------------------------------------------------------------------
-    def propagate(self, state: OnnxState) -> Iterator[FramePrediction]:
-        """Segment the state's frames in order, applying masks added with :meth:`add_mask`."""
-        if state.frames is None:
-            raise ValueError("state: this state has no frames; pass them to init_state(frames)")
-        for image in state.frames:
-            yield self.step(state, image, state.pending.pop(state.next_index, None))
+    def propagate(self, state: OnnxState, frames: Iterable[ImageLike] | None = None,
+                  masks: Mapping[int, MaskLike] | None = None, *, direction: Direction = "forward",
+                  indices: Iterable[int] | None = None,
+                  on_frame: Callable[[FramePrediction, float], None] | None = None) -> Iterator[FramePrediction]:
+        """Segment a video's frames one after another, as :meth:`VideoPredictor.propagate` does (the same
+        loop, :func:`~emvos.inference.frames.propagate_frames`, and the same arguments).
+
+        Raises:
+            ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both given,
+                or ``frames`` that cannot be indexed where they must be.
+        """
+        frames = state.frames if frames is None else frames
+        if frames is None:
+            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        given = {**state.pending, **(masks or {})}
+        state.pending.clear()
+        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks), frames, given,
+                                    self.lookahead, direction, indices, on_frame)
 
     def step(self, state: OnnxState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame: ``image`` ``(H, W, 3) uint8`` RGB, ``mask`` optional ``(H, W)`` ids

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.study.config import load_study_config, study_preset_names
 from emvos.study.matching import run_study

@@ -19,8 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from emvos.data.cli import parse_size
-from emvos.data.synthetic import DistractorSettings
+from emvos.data.synthetic import DistractorSettings, parse_size
 from emvos.errors import EmvosInputError
 from emvos.model.config import BRANCH_SETS
 from emvos.train.config import TrainConfig, apply_overrides, build_dataclass, read_config_file
@@ -94,7 +93,7 @@ class DistractorSets:
 
     def frame_size(self) -> tuple[int, int]:
         """``(H, W)`` of the frames."""
-        return parse_size(self.size)
+        return parse_size(self.size, "size")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.train.config import TrainConfig, load_config, preset_names
 from emvos.train.trainer import TrainingInterrupted, read_training_checkpoint, train

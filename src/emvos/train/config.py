@@ -171,7 +171,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check the values (not the data on disk); raise :class:`EmvosInputError` on the first problem."""
-        from emvos.train.datasets import dataset_kinds  # that module imports this one
+        from emvos.train.datasets import dataset_kinds  # the registry; it imports this module for types only
 
         def need(ok: bool, message: str) -> None:
             if not ok:

@@ -30,7 +30,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,9 +48,11 @@ from emvos.data import (
     image_folder_pairs,
 )
 from emvos.errors import EmvosInputError
-from emvos.train.config import DataConfig
 
-DatasetBuilder = Callable[[DataConfig, int, int, int, Sequence[str]], Dataset]
+if TYPE_CHECKING:  # the config module reads this one's registry (TrainConfig.validate); types only here
+    from emvos.train.config import DataConfig
+
+DatasetBuilder = Callable[["DataConfig", int, int, int, Sequence[str]], Dataset]
 _REGISTRY: dict[str, DatasetBuilder] = {}
 _READS_FILES: set[str] = set()
 

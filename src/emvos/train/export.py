@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.model.checkpoint import load_model, save_checkpoint
 from emvos.train.trainer import read_training_checkpoint

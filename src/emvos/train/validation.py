@@ -9,6 +9,7 @@ frames are not scored, and ``J&F`` is the mean of J-Mean and F-Mean over all obj
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,13 +101,8 @@ class HeldOutValidator:
         f_means: list[float] = []
         per_sequence: dict[str, float] = {}
         for seq in self.sequences:
-            state = predictor.init_state()
-            predicted = []
-            source = open_frames(seq.frames)
-            for frame in source:
-                if frame.index == len(seq.annotations):
-                    break
-                predicted.append(predictor.step(state, frame.image, seq.first if frame.index == 0 else None).labels)
+            images = (frame.image for frame in itertools.islice(open_frames(seq.frames), len(seq.annotations)))
+            predicted = [p.labels for p in predictor.propagate(predictor.init_state(), images, {0: seq.first})]
             scored = slice(1, len(predicted) - 1)  # the given first frame and the last frame are not scored
             pred = np.stack(predicted[scored])
             gt = np.stack([read_labels(p) for p in seq.annotations[scored]])

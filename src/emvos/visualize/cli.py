@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emvos.cli import command_summary
+from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import VideoPredictor
 from emvos.inference.settings import DEFAULT_RESOLUTION

@@ -1,0 +1,324 @@
+"""Test-time adaptation: fine-tune a copy of the network on the frame a user annotated.
+
+Before propagating, the trainable parts of the network (key projections and decoder; the encoder
+stays frozen) are fine-tuned for a few dozen steps on pseudo-videos made from the annotated frame
+alone, as OSVOS and Lucid Data Dreaming did: random affine and photometric variants of the frame
+and its mask, unrolled as short clips as in training (frame 0 given, the rest predicted from the
+first and the previous frame). The network learns what this video's objects and background look
+like; with several objects, they are tracked together through the soft aggregation of inference,
+so that it also learns to keep neighbours apart.
+
+The encoder runs once per variant; the steps reuse its cached features, so each step costs only
+the keys, matching and decoder, forward and backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from emvos.inference.aggregate import aggregate
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS
+from emvos.model.encoders.base import Features
+from emvos.model.matching import downsample_mask
+from emvos.model.network import EMVOS, Reference
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How to adapt a network to an annotated frame.
+
+    Attributes:
+        steps: optimizer steps (0 disables adaptation).
+        lr: Adam's learning rate.
+        variants: augmented copies of the frame the clips are drawn from (the frame itself is one more).
+        clip_len: frames per pseudo-video clip (the first one given).
+        batch_size: clips per step.
+        crop: side in pixels of the square window each clip is cut from (a multiple of the network's
+            stride; the whole frame where it is smaller). Matching costs grow with the square of the
+            window's area: a 384 window makes a step several times cheaper than a 480p frame.
+        degrees, scale, shear, translate: ranges of each variant's random affine warp (rotation and
+            shear in degrees, scale as a factor, shift as a fraction of the frame's side).
+        brightness, contrast: largest relative change of each variant's brightness and contrast.
+        keys: also fine-tune the key projections. Without them only the decoder changes, so the
+            keys of references taken before adapting stay valid (a video can adapt again mid-way).
+        again: whether a video adapts again at each later frame given a mask (objects that appear
+            later, a correction), on that frame's labels: its decoder only, from the video's
+            adapted network (:class:`~emvos.inference.VideoPredictor`).
+        joint: on a frame with several objects, each clip tracks every object visible in its
+            window together, their predictions combined by soft aggregation as in inference, so that
+            neighbouring objects learn to keep apart. Otherwise (and always on a frame with one
+            object) each clip tracks one object alone, as in training.
+        seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
+    """
+
+    steps: int = DEFAULT_ADAPT_STEPS
+    lr: float = 5e-4
+    variants: int = 12
+    clip_len: int = 3
+    batch_size: int = 2
+    crop: int = 256
+    degrees: float = 12.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    shear: float = 8.0
+    translate: float = 0.08
+    brightness: float = 0.2
+    contrast: float = 0.2
+    keys: bool = True
+    again: bool = True
+    joint: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.variants < 1:
+            raise ValueError(f"variants must be >= 1, got {self.variants}")
+        if self.clip_len < 2:
+            raise ValueError(f"clip_len must be >= 2 (a given frame and a predicted one), got {self.clip_len}")
+        if self.crop < 16:
+            raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class AdaptReport:
+    """What :func:`adapt_network` did.
+
+    Attributes:
+        steps: optimizer steps taken.
+        first_loss, last_loss: mean loss of the first and last fifth of the steps.
+        seconds: wall-clock time, variants and encoder included.
+    """
+
+    steps: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+
+
+def _affine_thetas(count: int, settings: AdaptSettings, height: int, width: int,
+                   generator: torch.Generator) -> Tensor:
+    """``(count, 2, 3)`` random warps in the normalised coordinates of :func:`F.affine_grid`.
+
+    Each maps output coordinates to input ones; rotation and shear are applied in pixel units (so an
+    angle is an angle on a non-square frame), then expressed in normalised coordinates.
+    """
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(count, generator=generator, dtype=torch.float64)
+
+    angle = torch.deg2rad(uniform(-settings.degrees, settings.degrees))
+    factor = uniform(*settings.scale)
+    shear_x = torch.tan(torch.deg2rad(uniform(-settings.shear, settings.shear)))
+    shift = torch.stack([uniform(-settings.translate, settings.translate) * 2,
+                         uniform(-settings.translate, settings.translate) * 2], dim=1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shear = torch.eye(2, dtype=torch.float64).repeat(count, 1, 1)
+    shear[:, 0, 1] = shear_x
+    linear = rotation @ shear / factor.view(-1, 1, 1)  # output -> input: the inverse scale
+    half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
+    linear = linear / half.view(1, 2, 1) * half.view(1, 1, 2)  # pixel units -> normalised units
+    return torch.cat([linear, shift.unsqueeze(2)], dim=2).float()
+
+
+def make_variants(image: Tensor, labels: Tensor, settings: AdaptSettings,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The annotated frame followed by ``settings.variants`` randomly warped and recoloured copies.
+
+    Args:
+        image: ``(3, H, W)`` RGB in ``[0, 1]``.
+        labels: ``(H, W)`` integer object ids.
+        settings: the warp and colour ranges.
+        generator: source of randomness (CPU).
+
+    Returns:
+        ``(V + 1, 3, H, W)`` images and ``(V + 1, H, W)`` ids (``int64``); index 0 is the frame itself.
+    """
+    count = settings.variants
+    height, width = labels.shape
+    theta = _affine_thetas(count, settings, height, width, generator).to(image.device)
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    images = F.grid_sample(image.expand(count, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection",
+                           align_corners=False)
+    ids = F.grid_sample(labels.to(image.dtype).expand(count, 1, -1, -1), grid, mode="nearest",
+                        padding_mode="reflection", align_corners=False)[:, 0].round().long()
+    gain = 1 + (2 * torch.rand(count, 1, 1, 1, generator=generator) - 1).to(image) * settings.contrast
+    offset = (2 * torch.rand(count, 1, 1, 1, generator=generator) - 1).to(image) * settings.brightness / 2
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images = ((images - mean) * gain + mean + offset).clamp_(0, 1)
+    return torch.cat([image[None], images]), torch.cat([labels[None].long(), ids])
+
+
+def _object_centres(ids: Tensor, object_ids: list[int]) -> list[dict[int, tuple[float, float]]]:
+    """For each of ``(V, H, W)`` id maps, the ``(y, x)`` centre of each object visible in it."""
+    centres = []
+    for labels in ids:
+        found = {}
+        for oid in object_ids:
+            ys, xs = torch.nonzero(labels == oid, as_tuple=True)
+            if len(ys):
+                found[oid] = (ys.float().mean().item(), xs.float().mean().item())
+        centres.append(found)
+    return centres
+
+
+def _draw_clip(centres: list[dict[int, tuple[float, float]]], size: tuple[int, int], settings: AdaptSettings,
+               stride: int, generator: torch.Generator) -> tuple[Tensor, int, tuple[int, int, int, int]]:
+    """One pseudo-video: the frames' variant indices ``(L,)``, the tracked object and the crop window.
+
+    The given frame is the annotated one half of the time, else a variant in which an object is
+    visible; the other frames are variants in random order. The window ``(top, left, height, width)``
+    (aligned to ``stride``) contains the tracked object's centre in the given frame, anywhere in it.
+    """
+    def draw(n: int) -> int:
+        return int(torch.randint(n, (1,), generator=generator))
+
+    candidates = [v for v, found in enumerate(centres) if found]
+    given = 0 if centres[0] and torch.rand(1, generator=generator).item() < 0.5 else candidates[draw(len(candidates))]
+    visible = sorted(centres[given])
+    oid = visible[draw(len(visible))]
+    order = torch.tensor([given] + [draw(len(centres)) for _ in range(settings.clip_len - 1)])
+    height, width = size
+    size_h, size_w = min(height, settings.crop // stride * stride), min(width, settings.crop // stride * stride)
+    cy, cx = centres[given][oid]
+
+    def start(centre: float, window: int, side: int) -> int:
+        low = max(0, math.ceil((centre - window + 1) / stride))  # first aligned start whose window holds the centre
+        high = min((side - window) // stride, int(centre // stride))
+        if high < low:  # no aligned window holds it (a centre at the frame's edge): the nearest one
+            return min(low, (side - window) // stride) * stride
+        return (low + draw(high - low + 1)) * stride
+
+    return order, oid, (start(cy, size_h, height), start(cx, size_w, width), size_h, size_w)
+
+
+def _crop_features(features: Features, index: Tensor, top: int, left: int, height: int, width: int) -> Features:
+    """The cached features of the frames ``index`` (``(B,)``) inside a pixel window aligned to the stride."""
+    def cut(level: Tensor, stride: int) -> Tensor:
+        return level[index.to(level.device), :, top // stride:(top + height) // stride,
+                     left // stride:(left + width) // stride]
+
+    return Features(cut(features.s4, 4), cut(features.s8, 8), cut(features.s16, 16))
+
+
+def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor,
+                window: tuple[int, int, int, int]) -> Tensor:
+    """Cross-entropy of one clip whose visible objects are tracked together, as inference does.
+
+    Args:
+        network: the network being adapted.
+        features: the cached features of every variant.
+        ids: ``(V, H, W)`` object ids of every variant.
+        order: ``(L,)`` the clip's variants; the first one is given.
+        window: ``(top, left, height, width)`` crop, aligned to the stride.
+
+    Returns:
+        The mean over the predicted frames of the pixel-wise cross-entropy of the aggregated
+        ``(O + 1)``-way distribution (objects outside the given frame's window count as background).
+    """
+    top, left, height, width = window
+    crops = ids[order, top:top + height, left:left + width]  # (L, h, w)
+    objects = [int(i) for i in torch.unique(crops[0]) if i != 0]
+    lut = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=ids.device)
+    lut[torch.tensor(objects, device=ids.device)] = torch.arange(1, len(objects) + 1, device=ids.device)
+    targets = lut[crops]  # (L, h, w) in 0..O
+    one_hot = F.one_hot(targets[0], len(objects) + 1).permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
+    embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *window))
+                  for t in range(len(order))]
+    first = Reference(embeddings[0].keys, downsample_mask(torch.stack([1 - one_hot, one_hot], 1),
+                                                          network.stride).flatten(2)[None])
+    prev, losses = first, []
+    for t, query in enumerate(embeddings[1:], start=1):
+        logits = network.decode(query, network.match(query, first, "first"), network.match(query, prev, "prev"),
+                                prev.mask)[0]  # (O, 2, h, w)
+        probs = aggregate(F.softmax(logits, dim=1))  # (O + 1, h, w)
+        losses.append(F.nll_loss(probs.clamp_min(1e-7).log()[None], targets[t][None]))
+        fg = probs[1:]
+        prev = Reference(query.keys, downsample_mask(torch.stack([1 - fg, fg], 1), network.stride).flatten(2)[None])
+    return torch.stack(losses).mean()
+
+
+def _encode(network: EMVOS, images: Tensor, batch: int = 4) -> Features:
+    """The frozen encoder's features of ``(N, 3, H, W)`` images, ``batch`` at a time."""
+    with torch.no_grad():
+        parts = [network.encoder(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return Features(*(torch.cat(level) for level in zip(*parts, strict=True)))
+
+
+def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
+                  settings: AdaptSettings = AdaptSettings()) -> tuple[EMVOS, AdaptReport]:
+    """Fine-tune a copy of ``network`` on pseudo-videos of one annotated frame.
+
+    Args:
+        network: the reference network (not modified).
+        image: ``(3, H, W)`` RGB in ``[0, 1]`` at the working geometry (``H``, ``W`` multiples of the
+            network's stride), on the network's device.
+        labels: ``(H, W)`` object ids of that frame (0 = background; any number of objects).
+        settings: steps, learning rate and augmentation.
+
+    Returns:
+        The adapted copy (evaluation mode, no gradients) and what the adaptation did.
+
+    Raises:
+        ValueError: the mask has no object, or the frame is not a multiple of the stride.
+    """
+    start = time.perf_counter()
+    height, width = labels.shape
+    if height % network.stride or width % network.stride:
+        raise ValueError(f"image {height}x{width} must be a multiple of the network's stride {network.stride}")
+    object_ids = [int(i) for i in torch.unique(labels) if i != 0]
+    if not object_ids:
+        raise ValueError("the annotated frame has no object to adapt to")
+    adapted = copy.deepcopy(network).eval()
+    tuned = ("keys.", "decoder.") if settings.keys else ("decoder.",)
+    trainable = [p for name, p in adapted.named_parameters() if name.startswith(tuned)]
+    if settings.steps == 0:
+        return adapted, AdaptReport(0, math.nan, math.nan, time.perf_counter() - start)
+    generator = torch.Generator().manual_seed(settings.seed)
+    images, ids = make_variants(image, labels, settings, generator)
+    features = _encode(adapted, images)
+    centres = _object_centres(ids, object_ids)  # per variant, the visible objects' centres
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    losses = []
+    for _ in range(settings.steps):
+        clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
+                 for _ in range(settings.batch_size)]
+        if settings.joint and len(object_ids) > 1:
+            loss = torch.stack([_joint_loss(adapted, features, ids, order, window)
+                                for order, _, window in clips]).mean()
+        else:
+            loss = _one_object_loss(adapted, features, ids, clips)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    for p in adapted.parameters():
+        p.requires_grad_(False)
+    fifth = max(1, len(losses) // 5)
+    report = AdaptReport(len(losses), sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth,
+                         time.perf_counter() - start)
+    return adapted, report
+
+
+def _one_object_loss(network: EMVOS, features: Features, ids: Tensor,
+                     clips: list[tuple[Tensor, int, tuple[int, int, int, int]]]) -> Tensor:
+    """Cross-entropy of clips that each track one object alone (:meth:`EMVOS.unroll`, as training does)."""
+    masks = torch.stack([(ids[order, top:top + size_h, left:left + size_w] == oid)
+                         for order, oid, (top, left, size_h, size_w) in clips]).long()  # (B, L, h, w)
+    frames = (network.embed_features(Features(*(torch.cat(level) for level in zip(
+        *(_crop_features(features, order[t:t + 1], *window) for order, _, window in clips), strict=True))))
+        for t in range(len(clips[0][0])))
+    logits = network.unroll(frames, masks[:, 0])  # (B, L - 1, 2, h, w)
+    return F.cross_entropy(logits.flatten(0, 1), masks[:, 1:].flatten(0, 1))
