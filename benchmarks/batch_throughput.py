@@ -63,7 +63,9 @@ def main() -> None:
                 command = [sys.executable, "-m", "emvos", "batch", str(videos), "--out", str(out), "--resolution",
                            str(args.resolution), "--threads", "1", "--adapt", "0", "--quiet", *extra]
                 start = time.perf_counter()
-                subprocess.run(command, check=True, capture_output=True)
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    sys.exit(f"{name}: exit status {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
                 times[name].append(time.perf_counter() - start)
                 print(name, f"{times[name][-1]:.1f} s", flush=True)
         load_after = os.getloadavg()[0]

@@ -152,17 +152,20 @@ def test_segment_with_onnxruntime_does_not_import_torch(tiny: tuple[Path, Path],
     assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(4)]
 
 
-@pytest.mark.parametrize("extra", [["--device", "cuda"], ["--precision", "bf16"], ["--compile"],
-                                   ["--checkpoint", "x.pt"]])
-def test_segment_refuses_pytorch_options_with_onnxruntime(tiny: tuple[Path, Path], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str], extra: list[str]) -> None:
+@pytest.mark.parametrize("extra", [["--backend", "onnxruntime", "--device", "cuda"],
+                                   ["--backend", "onnxruntime", "--precision", "bf16"],
+                                   ["--backend", "onnxruntime", "--compile"],
+                                   ["--backend", "onnxruntime", "--checkpoint", "x.pt"],
+                                   ["--backend", "pytorch"]])
+def test_segment_refuses_options_of_the_other_backend(tiny: tuple[Path, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str], extra: list[str]) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     Image.fromarray(_frames(1)[0]).save(frames / "00000.png")
     Image.fromarray(_mask({1: (4, 20, 4, 30)})).save(tmp_path / "m.png")
     out = tmp_path / "out"
-    rc = main(["segment", str(frames), "--mask", str(tmp_path / "m.png"), "--out", str(out), "--backend",
-               "onnxruntime", "--onnx", str(tiny[1]), "--quiet", *extra])
+    rc = main(["segment", str(frames), "--mask", str(tmp_path / "m.png"), "--out", str(out), "--onnx",
+               str(tiny[1]), "--quiet", *extra])
     assert rc == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not out.exists()

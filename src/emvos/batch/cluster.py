@@ -3,7 +3,8 @@
 Each worker is a Ray actor that builds its predictor once, from the batch's options, and segments
 the videos it is handed with :func:`emvos.batch.runner.segment_one`, writing the PNGs and the
 video's record itself: on a real cluster the output folder must be on storage every node shares
-(and so must the videos and the manifest's paths). The videos go to whichever worker is free.
+(and so must the videos and the manifest's paths). The next video goes to the first worker that is
+free; a worker that dies is started again by Ray, and its video is recorded as failed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from emvos.batch.manifest import BatchVideo
-from emvos.batch.runner import VideoRecord, segment_one
+from emvos.batch.runner import VideoRecord, record_failure, segment_one
 from emvos.errors import EmvosInputError
 
 
@@ -48,7 +49,7 @@ def segment_on_ray(args: argparse.Namespace, videos: list[BatchVideo], out: Path
     """
     try:
         import ray
-        from ray.util import ActorPool
+        from ray.exceptions import RayError
     except ImportError as exc:
         raise EmvosInputError(f"--ray needs Ray ({exc}); pip install 'emvos[ray]'") from None
     started_here = not ray.is_initialized()
@@ -61,9 +62,21 @@ def segment_on_ray(args: argparse.Namespace, videos: list[BatchVideo], out: Path
     try:
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
-        actor = ray.remote(num_cpus=cpus_per_worker)(_Worker)
-        pool = ActorPool([actor.remote(args, out) for _ in range(workers)])
-        yield from pool.map_unordered(lambda worker, video: worker.segment.remote(video), videos)
+        actor = ray.remote(num_cpus=cpus_per_worker, max_restarts=-1)(_Worker)
+        idle = [actor.remote(args, out) for _ in range(workers)]
+        queue, running = list(videos), {}
+        while queue or running:
+            while queue and idle:
+                worker, video = idle.pop(), queue.pop(0)
+                running[worker.segment.remote(video)] = (worker, video)
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            worker, video = running.pop(ready)
+            idle.append(worker)
+            try:
+                record = ray.get(ready)
+            except RayError as exc:
+                record = record_failure(out, video, exc)
+            yield record
     finally:
         if started_here:
             ray.shutdown()

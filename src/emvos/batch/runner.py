@@ -83,8 +83,15 @@ def segment_one(args: argparse.Namespace, video: BatchVideo, out: Path, predicto
         record = VideoRecord(video.name, "done", done.frames, done.objects, round(done.seconds, 3),
                              round(done.fps, 3))
     except Exception as exc:  # noqa: BLE001 - one bad video must not stop the batch
-        lines = str(exc).strip().splitlines()
-        record = VideoRecord(video.name, "failed", error=f"{type(exc).__name__}: {lines[0] if lines else ''}")
+        return record_failure(out, video, exc)
+    write_text_atomically(record_path(out, video), json.dumps(asdict(record)) + "\n")
+    return record
+
+
+def record_failure(out: Path, video: BatchVideo, exc: BaseException) -> VideoRecord:
+    """Write and return the record of a video that failed with ``exc`` (its type and first line)."""
+    lines = str(exc).strip().splitlines()
+    record = VideoRecord(video.name, "failed", error=f"{type(exc).__name__}: {lines[0] if lines else ''}")
     write_text_atomically(record_path(out, video), json.dumps(asdict(record)) + "\n")
     return record
 

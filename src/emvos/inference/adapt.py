@@ -59,7 +59,7 @@ class AdaptSettings:
     """
 
     steps: int = DEFAULT_ADAPT_STEPS
-    lr: float = 3e-4
+    lr: float = 5e-4
     variants: int = 12
     clip_len: int = 3
     batch_size: int = 2

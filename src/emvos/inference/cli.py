@@ -92,8 +92,12 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def check_backend_options(args: argparse.Namespace) -> None:
     """Refuse, before any work, what ``--backend onnxruntime`` cannot do: the PyTorch backend's options
-    that change its computation, ``--onnx`` with ``--checkpoint``, or onnxruntime not installed."""
+    that change its computation, ``--onnx`` with ``--checkpoint``, or onnxruntime not installed; and
+    ``--onnx`` without it. The exported network runs as it is: no test-time adaptation (``--adapt``'s
+    default does not apply; its masks are those of the PyTorch backend with ``--adapt 0``)."""
     if args.backend != "onnxruntime":
+        if args.onnx is not None:
+            raise EmvosInputError("--onnx DIR is run by --backend onnxruntime; add it, or leave --onnx out")
         return
     refused = [flag for flag, used in (("--device", args.device not in ("auto", "cpu")),
                                        ("--matching", args.matching is not None),
@@ -117,6 +121,7 @@ def check_backend_options(args: argparse.Namespace) -> None:
 
 def make_predictor(args: argparse.Namespace) -> Predictor:
     """The predictor of the inference and backend options (:func:`build_predictor` or :func:`build_onnx_predictor`)."""
+    check_backend_options(args)
     return build_onnx_predictor(args) if args.backend == "onnxruntime" else build_predictor(args)
 
 
@@ -412,7 +417,7 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
                 seen.update(pred.object_ids)
                 bar.set_postfix(objects=len(pred.object_ids), refresh=False)
                 bar.update(1)
-            adaptations += getattr(state, "adaptations", [])  # the onnxruntime backend does not adapt
+            adaptations += state.adaptations
         for index in sorted(held):
             overlay.write(*held.pop(index))
     elapsed = time.perf_counter() - started

@@ -455,6 +455,7 @@ class VideoPredictor:
             state.tuned, report = adapt_network(start, state.geometry.image(pixels)[0],
                                                 state.geometry.mask(ids)[0, 0].long(), settings)
         state.network = self._prepare(state.tuned)
+        state.graph, state.embed_graphs = None, {}  # captured from the previous network
         state.adaptations.append(report)
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:

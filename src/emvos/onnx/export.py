@@ -32,6 +32,7 @@ from onnx import TensorProto, compose, helper
 from torch import Tensor, nn
 
 from emvos import __version__
+from emvos.errors import ParameterError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.predictor import load_network
 from emvos.inference.settings import SHIPPED_MODEL
@@ -205,7 +206,7 @@ def export_onnx(out: str | os.PathLike[str], checkpoint: str | os.PathLike[str] 
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} is a file; give a folder")
+        raise ParameterError("out", f"{out} is a file; give a folder")
     source = Path(SHIPPED_MODEL if checkpoint is None else checkpoint)
     network = copy.deepcopy(load_network(checkpoint).float().eval())
     _plain_same_convs(network)

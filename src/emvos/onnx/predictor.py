@@ -56,6 +56,7 @@ class OnnxState:
         first_mask: ``(1, O, 2, Nf)`` each object's background/foreground at those pixels (0 elsewhere).
         prev_keys: per branch, ``(1, C, N)`` keys of the previous frame.
         prev_mask: ``(1, O, 2, N)`` the previous frame's probabilities at stride 16.
+        adaptations: as :attr:`VideoState.adaptations`, always empty (no test-time adaptation).
     """
 
     frames: Iterable[ImageLike] | None = None
@@ -67,6 +68,7 @@ class OnnxState:
     prev_mask: np.ndarray | None = None
     pending: dict[int, np.ndarray] = field(default_factory=dict)
     next_index: int = 0
+    adaptations: list[object] = field(default_factory=list)  # always empty: the exported network does not adapt
 
 
 def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
