@@ -113,10 +113,10 @@ def prompt_mask(
     height, width = image.shape[:2]
     for click in clicks:
         if not (0 <= click.x < width and 0 <= click.y < height):
-            raise ValueError(f"click ({click.x:g}, {click.y:g}) lies outside the {width}x{height} frame")
+            raise ValueError(f"clicks: ({click.x:g}, {click.y:g}) lies outside the {width}x{height} frame")
     positive = [click for click in clicks if click.positive]
     if box is None and not positive:
-        raise ValueError("give a box or at least one positive click (on the object)")
+        raise ValueError("box and clicks: give a box or at least one positive click (on the object)")
     if box is not None:
         trimap = np.full((height, width), cv2.GC_BGD, np.uint8)
         x0, y0, x1, y1 = _check_box(box, (height, width))

@@ -94,7 +94,7 @@ class BinaryWriter(ResultWriter):
     def write(self, name: str, labels: np.ndarray, object_ids: Sequence[int],
               probabilities: np.ndarray | None = None) -> None:
         if self.soft and probabilities is None and object_ids:
-            raise ValueError("the soft format needs the objects' probabilities")
+            raise ValueError("probabilities: the soft format needs the objects' probabilities")
         for slot, object_id in enumerate(object_ids):
             folder = self.out_dir / str(object_id)
             folder.mkdir(exist_ok=True)
@@ -226,7 +226,7 @@ def read_results(format: str, out_dir: str | Path, size: tuple[int, int] | None 
         import cv2
 
         if size is None:
-            raise ValueError("reading YOLO polygons needs the frame size (H, W)")
+            raise ValueError("size: reading YOLO polygons needs the frame size (H, W)")
         height, width = size
         result = {}
         for path in sorted(p for p in out.glob("*.txt") if p.name != YOLO_CLASSES):
