@@ -74,8 +74,9 @@ def as_image(image: ImageLike) -> np.ndarray:
 
 
 def propagate_frames(step_many: Callable[[list[ImageLike], list[MaskLike | None]], list[FramePrediction]],
-                     frames: Iterable[ImageLike], masks: Mapping[int, MaskLike], lookahead: int,
-                     direction: Direction = "forward", indices: Iterable[int] | None = None,
+                     frames: Iterable[ImageLike] | None, pending: dict[int, MaskLike],
+                     masks: Mapping[int, MaskLike] | None, lookahead: int, direction: Direction = "forward",
+                     indices: Iterable[int] | None = None,
                      on_frame: Callable[[FramePrediction, float], None] | None = None,
                      synchronize: Callable[[], None] | None = None) -> Iterator[FramePrediction]:
     """The per-frame loop of both backends' ``propagate``: frames in the chosen order, ``lookahead`` at a
@@ -83,7 +84,8 @@ def propagate_frames(step_many: Callable[[list[ImageLike], list[MaskLike | None]
 
     Args:
         frames: ``(H, W, 3) uint8`` RGB frames in video order; read lazily forward, a sequence otherwise.
-        masks: ``(H, W)`` object ids given at some frames, by frame index (consumed).
+        pending: the state's masks added with ``add_mask``, by frame index (taken, and cleared).
+        masks: ``(H, W)`` object ids given at some frames, by frame index.
         direction, indices: the order (see :meth:`VideoPredictor.propagate`).
         on_frame: called with each prediction and the model's seconds spent on it, before it is yielded.
         synchronize: waits for the device before a chunk's time is read (CUDA), when ``on_frame`` is given.
@@ -92,12 +94,15 @@ def propagate_frames(step_many: Callable[[list[ImageLike], list[MaskLike | None]
         One prediction per frame, in processing order, with its index in ``frames``.
 
     Raises:
-        ValueError: an unknown ``direction``, ``direction`` and ``indices`` both given, or ``frames``
-            that cannot be indexed where they must be.
+        ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both given, or
+            ``frames`` that cannot be indexed where they must be.
     """
+    if frames is None:
+        raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    given = dict(masks)
+    given = {**pending, **(masks or {})}
+    pending.clear()
     if indices is None and direction == "forward":
         numbered: Iterable[tuple[int, ImageLike]] = enumerate(frames)
     else:

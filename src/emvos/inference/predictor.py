@@ -35,7 +35,6 @@ from emvos.errors import ParameterError
 from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
 from emvos.inference.frames import (
-    DIRECTIONS,
     Direction,
     FramePrediction,
     ImageLike,
@@ -281,16 +280,10 @@ class VideoPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
                 given, or ``frames`` that cannot be indexed where they must be.
         """
-        frames = state.frames if frames is None else frames
-        if frames is None:
-            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        given = {**state.pending, **(masks or {})}
-        state.pending.clear()
         synchronize = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
-        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks), frames, given,
-                                    self.lookahead, direction, indices, on_frame, synchronize)
+        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks),
+                                    state.frames if frames is None else frames, state.pending, masks, self.lookahead,
+                                    direction, indices, on_frame, synchronize)
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.

@@ -32,7 +32,6 @@ import onnxruntime as ort
 
 from emvos.errors import ParameterError
 from emvos.inference.frames import (
-    DIRECTIONS,
     Direction,
     FramePrediction,
     ImageLike,
@@ -149,15 +148,9 @@ class OnnxPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both given,
                 or ``frames`` that cannot be indexed where they must be.
         """
-        frames = state.frames if frames is None else frames
-        if frames is None:
-            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        given = {**state.pending, **(masks or {})}
-        state.pending.clear()
-        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks), frames, given,
-                                    self.lookahead, direction, indices, on_frame)
+        yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks),
+                                    state.frames if frames is None else frames, state.pending, masks, self.lookahead,
+                                    direction, indices, on_frame)
 
     def step(self, state: OnnxState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame: ``image`` ``(H, W, 3) uint8`` RGB, ``mask`` optional ``(H, W)`` ids
