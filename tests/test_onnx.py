@@ -280,3 +280,18 @@ def test_the_labelling_tool_example_tracks_over_http(tiny: tuple[Path, Path]) ->
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_propagate_is_the_shared_loop(tiny: tuple[Path, Path]) -> None:
+    """Masks by frame index and the backward order, as VideoPredictor.propagate takes them."""
+    predictor = OnnxPredictor.from_onnx(tiny[1], resolution=0, threads=1)
+    frames, masks = _frames(5), {1: _mask({2: (4, 20, 4, 30)}), 3: _mask({4: (22, 38, 40, 70)})}
+    seen: list[int] = []
+    forward = list(predictor.propagate(predictor.init_state(), frames, masks,
+                                       on_frame=lambda p, seconds: seen.append(p.index)))
+    state = predictor.init_state()
+    stepped = [predictor.step(state, f, masks.get(i)) for i, f in enumerate(frames)]
+    assert [p.index for p in forward] == seen == list(range(5))
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(forward, stepped, strict=True))
+    backward = list(predictor.propagate(predictor.init_state(), frames, {4: masks[1]}, direction="backward"))
+    assert [p.index for p in backward] == [4, 3, 2, 1, 0] and backward[0].object_ids == (2,)
