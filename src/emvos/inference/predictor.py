@@ -288,7 +288,8 @@ class VideoPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
                 given, or ``frames`` that cannot be indexed where they must be.
         """
-        wait = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        timed_on_gpu = on_frame is not None and self.device.type == "cuda"
+        wait = (lambda: torch.cuda.synchronize(self.device)) if timed_on_gpu else None
         return propagate_frames(self, state, frames, masks, direction=direction, indices=indices,
                                 on_frame=on_frame, wait=wait)
 
