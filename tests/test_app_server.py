@@ -36,6 +36,7 @@ from emvos.app.session import AppSession, propagation_plan
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.io import DAVIS_PALETTE
+from emvos.io.formats import read_results
 
 
 @pytest.fixture(scope="module")
@@ -451,9 +452,15 @@ def test_export_writes_davis_pngs_an_overlay_and_a_zip(opened: FlaskClient, sess
     assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(download.data)) as archive:
         names = archive.namelist()
-        assert names == [f"Annotations/clip/{i:05d}.png" for i in range(FRAMES)] + ["clip.mp4"]
+        assert names[:FRAMES + 1] == [f"Annotations/clip/{i:05d}.png" for i in range(FRAMES)] + ["clip.mp4"]
+        assert {name.split("/")[0] for name in names[FRAMES + 1:]} == {"binary", "coco", "yolo"}
+        assert "coco/annotations.json" in names and "yolo/00000.txt" in names and "binary/3/00000.png" in names
         first = Image.open(io.BytesIO(archive.read(names[0])))
         assert first.mode == "P" and np.array_equal(np.asarray(first), given)
+    palette = {p.stem: np.asarray(Image.open(p)) for p in pngs}
+    for format in ("binary", "coco"):  # the other formats hold the same masks
+        back = read_results(format, exports / format)
+        assert all(np.array_equal(back[name], labels) for name, labels in palette.items() if labels.any())
     assert not [p for p in exports.rglob("*") if p.name.startswith(".")]
 
 
