@@ -280,7 +280,8 @@ class VideoPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
                 given, or ``frames`` that cannot be indexed where they must be.
         """
-        synchronize = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        synchronize = (lambda: torch.cuda.synchronize(self.device)) \
+            if on_frame is not None and self.device.type == "cuda" else None
         yield from propagate_frames(lambda images, masks: self.step_many(state, images, masks),
                                     state.frames if frames is None else frames, state.pending, masks, self.lookahead,
                                     direction, indices, on_frame, synchronize)
