@@ -88,7 +88,8 @@ def main() -> None:
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores; load average {load_before:.1f} before and "
         f"{load_after:.1f} after (other work shares this machine).",
         f"- Work: {len(sequences)} DAVIS sequences ({', '.join(sequences)}), the first {args.frames} frames of each "
-        f"({frames} frames), resolution {args.resolution}, PyTorch backend, 1 thread per worker; {args.rounds} "
+        f"({frames} frames), resolution {args.resolution}, PyTorch backend with segment's defaults (test-time "
+        f"adaptation to each video's mask included), 1 thread per worker; {args.rounds} "
         "rounds, medians of the whole `emvos batch` process (Ray's startup and each worker's model loading "
         "included).",
         "",
