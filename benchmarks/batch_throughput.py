@@ -61,7 +61,7 @@ def main() -> None:
                 out = Path(tmp) / "out"
                 shutil.rmtree(out, ignore_errors=True)
                 command = [sys.executable, "-m", "emvos", "batch", str(videos), "--out", str(out), "--resolution",
-                           str(args.resolution), "--threads", "1", "--adapt", "0", "--quiet", *extra]
+                           str(args.resolution), "--threads", "1", "--quiet", *extra]
                 start = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
@@ -88,8 +88,8 @@ def main() -> None:
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores; load average {load_before:.1f} before and "
         f"{load_after:.1f} after (other work shares this machine).",
         f"- Work: {len(sequences)} DAVIS sequences ({', '.join(sequences)}), the first {args.frames} frames of each "
-        f"({frames} frames), resolution {args.resolution}, PyTorch backend without test-time adaptation "
-        f"(`--adapt 0`), 1 thread per worker; {args.rounds} "
+        f"({frames} frames), resolution {args.resolution}, PyTorch backend with segment's defaults (test-time "
+        f"adaptation to each video's mask included), 1 thread per worker; {args.rounds} "
         "rounds, medians of the whole `emvos batch` process (Ray's startup and each worker's model loading "
         "included).",
         "",
