@@ -37,6 +37,7 @@ def test_defaults_bind_to_localhost() -> None:
     assert (args.host, args.port, args.workspace, args.checkpoint) == ("127.0.0.1", 7860, Path("emvos-workspace"), None)
 
 
+@pytest.mark.slow
 def test_the_command_serves_the_video_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     write_video(tmp_path / "clip.mp4")
     checkpoint = write_checkpoint(tmp_path / "tiny.pt")

@@ -370,6 +370,7 @@ def test_an_unexpected_error_fails_the_job_with_its_message(opened: FlaskClient,
 
 # -- workspaces -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_reopening_a_workspace_continues_the_work(opened: FlaskClient, session: AppSession, root: Path,
                                                   checkpoint: Path) -> None:
     given = box_mask({5: (12, 32, 8, 28)})

@@ -45,6 +45,7 @@ def _bench(root: Path, out: Path, checkpoint: Path, *extra: str) -> int:
                  "--checkpoint", str(checkpoint), "--resolution", "0", "--threads", "1", "--quiet", *extra])
 
 
+@pytest.mark.slow
 def test_benchmark_on_the_davis2017_sample(davis2017_sample_root: Path, tmp_path: Path, checkpoint: Path) -> None:
     out = tmp_path / "bench"
     assert main(["benchmark", "--davis-root", str(davis2017_sample_root), "--split", "train", "--out", str(out),
@@ -60,6 +61,7 @@ def test_benchmark_on_the_davis2017_sample(davis2017_sample_root: Path, tmp_path
     assert per_sequence[0]["Sequence"] == "schoolgirls"
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_unsharded_result(mini_davis: Path, tmp_path: Path, checkpoint: Path) -> None:
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     assert _bench(mini_davis, whole, checkpoint) == 0
@@ -73,6 +75,7 @@ def test_shards_merge_to_the_unsharded_result(mini_davis: Path, tmp_path: Path, 
     assert [s["sequence"] for s in b["sequences"]] == ["girls-a", "girls-b"]
 
 
+@pytest.mark.slow
 def test_merge_without_all_shards_is_an_input_error(mini_davis: Path, tmp_path: Path, checkpoint: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "partial"
@@ -87,6 +90,7 @@ def test_unknown_sequence_is_an_input_error(mini_davis: Path, tmp_path: Path, ch
     assert "nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_merge_refuses_shards_of_runs_split_different_ways(mini_davis: Path, tmp_path: Path, checkpoint: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mixed"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -27,3 +29,23 @@ def test_frame_parts_times_every_part_and_encoder_block(model: str, precision: s
         assert part in out
     blocks = "| blocks.1.0 |" if model == "shipped" else "| denseblock3 |"
     assert blocks in out, out
+
+
+def test_adapt_ablation_scores_a_setting(davis2017_sample_root: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    root = tmp_path / "davis"
+    for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+        dst = root / kind / "480p" / "girls"
+        dst.mkdir(parents=True)
+        for i, f in enumerate(sorted((davis2017_sample_root / kind / "480p" / "schoolgirls").glob(f"*.{ext}"))[:4]):
+            shutil.copy(f, dst / f"{i:05d}.{ext}")
+    out = _run("adapt_ablation.py", "--settings", '{"steps": 2, "variants": 2, "scale": [0.9, 1.1]}',
+               "--davis-root", str(root), "--year", "2017", "--sequences", "girls", "--resolution", "96",
+               "--threads", "1", "--out", str(tmp_path / "out"))
+    assert "J&F-Mean" in out
+    record = json.loads((tmp_path / "out" / "adapt.json").read_text())
+    assert record["settings"]["steps"] == 2 and record["settings"]["scale"] == [0.9, 1.1]
+    assert record["sequences"][0]["frames"] == 4 and record["sequences"][0]["objects"] == 7
+    assert len(list((tmp_path / "out" / "girls").glob("*.png"))) == 4

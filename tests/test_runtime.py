@@ -19,6 +19,8 @@ from emvos.runtime import (
     keep_freed_memory,
 )
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 #: Page faults of filling a fresh 64 MiB tensor (16,384 with 4 KiB pages), after ``use_huge_pages``.

@@ -20,6 +20,8 @@ from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 TINY = ModelConfig(encoder="tiny-test")
 SETTINGS = SweepSettings(modes=("fp32-unopt", "fp32"), objects=(1, 2), resolutions=(64,), lengths=(3, 6), warmup=1,
                          cell_seconds=0.0, min_frames=1, max_frames=2, small_kernels=True)

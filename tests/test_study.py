@@ -87,6 +87,7 @@ def _study(config: Path, out: Path, doc: Path, *overrides: str) -> int:
                  *overrides])
 
 
+@pytest.mark.slow
 def test_study_end_to_end_then_skips_finished_work(tmp_path: Path, real_root: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config, out, doc = study_config(tmp_path, real_root), tmp_path / "study", tmp_path / "doc.md"
@@ -125,6 +126,7 @@ def test_study_end_to_end_then_skips_finished_work(tmp_path: Path, real_root: Pa
     assert doc.read_text() == text
 
 
+@pytest.mark.slow
 def test_a_stopped_run_continues_and_stale_scores_are_redone(tmp_path: Path, real_root: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     config, out, doc = study_config(tmp_path, real_root), tmp_path / "study", tmp_path / "doc.md"

@@ -176,6 +176,7 @@ def test_similarity() -> None:
     assert alike < 10 and unlike > 3 * alike
 
 
+@pytest.mark.slow
 def test_occlusion() -> None:
     settings = {"targets": 1, "distractors": 4, "entering": 0.0, "speed": 0.03, "length": 20, "size": (128, 128)}
     crossing = np.mean([_video(s, occlusion=1.0, **settings).occlusion.mean() for s in range(6)])
@@ -205,6 +206,7 @@ def test_texture_folder(tmp_path: Path) -> None:
         TextureSource(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_davis_frames_as_textures(davis2016_root: Path, tmp_path: Path) -> None:
     out = _write(tmp_path / "bench", videos=1, texture_source=davis2016_root)
     assert len(list(out.rglob("*.jpg"))) == 5

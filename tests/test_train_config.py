@@ -151,6 +151,7 @@ def test_dataset_options_are_checked_against_the_dataset(davis2016_root: Path) -
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_validation_sequences_are_left_out_of_training_data_from_their_folder(
         tmp_path: Path, davis2016_root: Path) -> None:
     root = str(davis2016_root)

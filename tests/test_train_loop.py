@@ -77,6 +77,7 @@ def csv_rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, stages=[{"name": "s", "data": {"kind": "synthetic"}, "iterations": 30,
                                             "batch_size": 2, "clip_len": 3, "crop": 32, "lr": 1e-2}],
@@ -87,6 +88,7 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path: Path) -> None:
     full = Trainer(tiny_config(tmp_path / "full"), progress=False).fit()
     part = tmp_path / "part"
@@ -134,6 +136,7 @@ def test_export_keeps_the_model_in_half_precision_with_its_provenance(tmp_path: 
     assert not (tmp_path / "again.pt").exists()
 
 
+@pytest.mark.slow
 def test_sigint_saves_last_and_resume_continues(tmp_path: Path) -> None:
     full = Trainer(tiny_config(tmp_path / "full", kind="signal-test"), progress=False).fit()
     out = tmp_path / "run"
@@ -166,6 +169,7 @@ def test_batches_without_a_first_frame_object_are_skipped(tmp_path: Path) -> Non
     assert [r["skipped"] for r in csv_rows(tmp_path)] == ["1", "1"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path: Path) -> None:
     result = Trainer(tiny_config(tmp_path, amp="bf16", channels_last=True, tensorboard=True),
                      progress=False).fit(until=2)
@@ -173,6 +177,7 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path: Path) -> None:
     assert any((tmp_path / "tb").iterdir())
 
 
+@pytest.mark.slow
 def test_validation_keeps_the_best_checkpoint(tmp_path: Path, davis2016_root: Path) -> None:
     config = tiny_config(tmp_path, val={"root": str(davis2016_root), "sequences": ["bear", "boat"], "every": 3,
                                         "resolution": 64, "max_frames": 4})
@@ -195,6 +200,7 @@ def test_sampler_gives_each_process_a_disjoint_slice_of_each_global_batch() -> N
         IterationSampler(3, 0, 1, world_size=2)
 
 
+@pytest.mark.slow
 def test_weight_average_is_what_a_stage_validates_and_saves_and_resumes_exactly(tmp_path: Path) -> None:
     def config(out: Path) -> TrainConfig:
         c = tiny_config(out)
@@ -236,6 +242,7 @@ def test_weight_average_ramps_up_its_decay() -> None:
     assert torch.allclose(average.shadow["w"], torch.ones(3))
 
 
+@pytest.mark.slow
 def test_resuming_a_stage_with_another_averaging_setting_is_refused(tmp_path: Path) -> None:
     averaged = tiny_config(tmp_path)
     averaged.stages[0].ema = 0.9

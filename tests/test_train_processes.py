@@ -14,6 +14,8 @@ import yaml
 
 from emvos.train import Trainer, load_config
 
+pytestmark = pytest.mark.slow  # see the slow marker in pyproject.toml
+
 REPO_TESTS = Path(__file__).resolve().parent
 
 #: Runs ``emvos`` with the tiny test encoder and a ``signal-test`` dataset that sends SIGTERM to its

@@ -105,6 +105,7 @@ def _check_submission(root: Path, out: Path) -> None:
     assert not list(out.rglob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_submission_of_the_listed_frames(ytvos: Path, tmp_path: Path, checkpoint: Path) -> None:
     out = tmp_path / "out"
     assert _ytvos(ytvos, out, checkpoint) == 0
@@ -122,6 +123,7 @@ def test_submission_of_the_listed_frames(ytvos: Path, tmp_path: Path, checkpoint
     assert summary["model_fps"] > 0 and summary["end_to_end_fps"] > 0 and summary["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_all_frames_segments_every_frame_and_writes_the_listed(ytvos: Path, tmp_path: Path, checkpoint: Path) -> None:
     out = tmp_path / "out"
     assert _ytvos(ytvos, out, checkpoint, "--all-frames", "--videos", "late,early") == 0
@@ -191,6 +193,7 @@ def test_each_object_is_given_once_at_its_first_annotation(ytvos: Path, tmp_path
     assert not np.asarray(Image.open(tmp_path / "late" / "00000.png")).any()
 
 
+@pytest.mark.slow
 def test_shards_then_merge(ytvos: Path, tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sharded"
     assert _ytvos(ytvos, out, checkpoint, "--shard", "1/2") == 0

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"emvos app: open http://{host}:{server.server_address[1]}/ in a browser "
               f"(workspace {workspace.path}; Ctrl-C stops)", flush=True)
-        if not ipaddress.ip_address(server.server_address[0]).is_loopback:
+        if not ipaddress.ip_address(str(server.server_address[0])).is_loopback:
             print("emvos app: warning: listening beyond this computer; anyone who can reach it can read the videos "
                   f"under {root}", flush=True)
         server.serve_forever()

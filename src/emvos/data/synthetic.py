@@ -718,7 +718,7 @@ def parse_size(text: str, name: str = "size") -> tuple[int, int]:
 def write_distractor_benchmark(out: str | Path, *, videos: int, length: int, settings: DistractorSettings,
                                seed: int, size: tuple[int, int] = (480, 854),
                                texture_source: str | Path | None = None, split: str = "val",
-                               progress: Callable[[str], None] | None = None) -> list[str]:
+                               progress: Callable[[str], object] | None = None) -> list[str]:
     """Render a distractor benchmark into a new folder, in DAVIS-2017 layout::
 
         OUT/JPEGImages/480p/dist-0000/00000.jpg ...     frames (the folder is 480p whatever the size)

@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
@@ -160,7 +161,7 @@ def sequences_csv(summary: dict[str, object]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["Sequence", "Frames", "Objects", "Model-FPS", "End-to-end-FPS", "J&F-Mean"])
-    for row in summary["sequences"]:  # type: ignore[union-attr]
+    for row in cast(list[dict[str, Any]], summary["sequences"]):
         writer.writerow(
             [
                 row["sequence"],

@@ -362,9 +362,9 @@ def _frame_windows(masks: BoolArray, margin: int, border: int) -> Iterator[tuple
     nonzero pixel are skipped.
     """
     n_frames, height, width = masks.shape
-    rows_used = masks.any(axis=2)
-    cols_used = masks.any(axis=1)
-    occupied = rows_used.any(axis=1)
+    rows_used: BoolArray = np.any(masks, axis=2)
+    cols_used: BoolArray = np.any(masks, axis=1)
+    occupied: BoolArray = np.any(rows_used, axis=1)
     top = np.maximum(rows_used.argmax(axis=1) - margin, 0)
     bottom = np.minimum(height - rows_used[:, ::-1].argmax(axis=1) + margin, height)
     left = np.maximum(cols_used.argmax(axis=1) - margin, 0)

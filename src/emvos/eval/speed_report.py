@@ -108,9 +108,9 @@ def targets(summary: dict) -> list[list[str]]:
         rows.append([f"peak RSS of {last['frames']} frames within {100 * (TARGET_RSS_RATIO - 1):.0f} % of "
                      f"{first['frames']}", f"{lengths['rss_ratio']:.3f}x",
                      "yes" if lengths["rss_ratio"] <= TARGET_RSS_RATIO else "no"])
-    davis = summary.get("davis")
-    for model in sorted({r["model"] for r in davis["rows"]}) if davis else ():
-        scores = {r["mode"]: r["J&F-Mean"] for r in davis["rows"] if r["model"] == model}
+    davis_rows = summary["davis"]["rows"] if summary.get("davis") else []
+    for model in sorted({r["model"] for r in davis_rows}):
+        scores = {r["mode"]: r["J&F-Mean"] for r in davis_rows if r["model"] == model}
         cells = [c for c in _cells(summary, model=model, objects=1, resolution=min(summary["settings"]["resolutions"]))
                  if c["mode"] in scores and c["mode"] not in (reference, default)]
         if default in scores and cells:

@@ -19,12 +19,12 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -45,12 +45,12 @@ from emvos.inference.frames import (
 )
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
+from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
-from emvos.runtime import allow_compiled_shapes
 
 #: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).
 DEFAULT_ADAPT = AdaptSettings()
@@ -59,8 +59,8 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, tor
                                                          strict=True))
 #: Dtypes whose logits are upcast to float32 before the softmax.
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
-#: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
-COMPILED_SHAPES = 64
+T = TypeVar("T")
+
 
 @dataclass
 class _Group:
@@ -121,7 +121,8 @@ def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
 def _embedding_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> FrameEmbedding:
     """The inverse of :func:`_embedding_tensors` (the stride-16 grid is the first map's size)."""
     shared = (tensors[0], tensors[1], tensors[2])
-    return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), tuple(tensors[0].shape[-2:]))
+    height, width = tensors[0].shape[-2:]
+    return FrameEmbedding(shared, dict(zip(branches, tensors[3:], strict=True)), (height, width))
 
 
 def _reference_tensors(ref: Reference) -> list[Tensor]:
@@ -132,6 +133,13 @@ def _reference_tensors(ref: Reference) -> list[Tensor]:
 def _reference_from_tensors(tensors: Sequence[Tensor], branches: Sequence[str]) -> Reference:
     """The inverse of :func:`_reference_tensors`."""
     return Reference(dict(zip(branches, tensors[1:], strict=True)), tensors[0])
+
+
+def _known(value: T | None, what: str) -> T:
+    """``value``, which the video's state sets before it is needed; ``None`` would be a bug in emvos."""
+    if value is None:
+        raise RuntimeError(f"the video's {what} is not known yet")
+    return value
 
 
 class VideoPredictor:
@@ -145,7 +153,8 @@ class VideoPredictor:
             network with the ``sm`` branch.
         precision: ``fp32``; or ``bf16`` (CPU or CUDA) / ``fp16`` (CUDA) autocast, faster where the
             hardware supports it, at a small cost in accuracy.
-        optimize: run a copy of the network prepared for inference: BatchNorm folded into the
+        optimize: run a copy of the network prepared for inference
+            (:func:`emvos.inference.optimize.prepare_for_inference`): BatchNorm folded into the
             convolutions before it and ReLUs computed with them (one oneDNN call on the CPU), on the
             CPU the wide decoder levels' 3×3 convolutions by Winograd F(6×6, 3×3) and their
             upsampling by a matrix product and an overlap-add, and channels-last memory format
@@ -191,7 +200,7 @@ class VideoPredictor:
         model = model.to(self.device).eval()
         self.reference = model  # the caller's network: what adaptation starts from
         self.optimize, self.compile = optimize, compile
-        self.model = self._prepare(model)
+        self.model = prepare_for_inference(model, self.device, optimize=optimize, compile=compile)
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.resolution = resolution
@@ -200,29 +209,9 @@ class VideoPredictor:
         self.lookahead = lookahead
         self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
 
-    def _prepare(self, model: EMVOS) -> EMVOS:
-        """The network as inference runs it: a prepared copy (``optimize``/``compile``), or ``model`` itself."""
-        if self.optimize or self.compile:  # the caller's network is left as it is
-            model = copy.deepcopy(model)
-        if self.optimize:
-            model.encoder.fuse()
-            model.decoder.fuse()
-            if self.device.type == "cpu":  # GPU libraries choose their own convolution algorithms
-                model.decoder.use_cpu_algorithms()
-            model.to(memory_format=torch.channels_last)
-        if self.compile:
-            # Each resolution and object count is a shape of its own; past Dynamo's limit (8 by default)
-            # the network would silently run uncompiled.
-            allow_compiled_shapes(COMPILED_SHAPES)
-            # Freezing treats the weights as constants: it folds and pre-packs them for the CPU's kernels.
-            options: dict[str, bool] | None = {"freezing": True} if self.device.type == "cpu" else None
-            model.encoder.compile(options=options)
-            model.decoder.compile(options=options)
-        return model
-
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        adapt: AdaptSettings | None = DEFAULT_ADAPT, **kwargs: object) -> VideoPredictor:
+                        adapt: AdaptSettings | None = DEFAULT_ADAPT, **kwargs: Any) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos.
 
         Adapts to each video's first mask as ``emvos segment`` does (``adapt=None`` turns it off);
@@ -373,34 +362,36 @@ class VideoPredictor:
             return [prediction for frame, given in zip(frames, givens, strict=True)
                     for prediction in self.step_many(state, [frame], [given])]
         has_mask = bool(given_ids and given_ids[0])
-        adapt_first = self.adapt is not None and state.tuned is None and has_mask
-        if adapt_first:
-            self._adapt(state, frames[0], givens[0], self.reference, self.adapt)
-        predictions = [FramePrediction(state.next_index + i, np.zeros(state.geometry.size, np.uint8), ())
-                       for i in range(first)]
+        given = givens[0] if has_mask else None
+        adapt_first = False
+        if self.adapt is not None and state.tuned is None and given is not None:
+            self._adapt(state, frames[0], given, self.reference, self.adapt)
+            adapt_first = True
+        predictions = [FramePrediction(state.next_index + i, np.zeros(_known(state.geometry, "size").size, np.uint8),
+                                       ()) for i in range(first)]
         state.next_index += first
         queries = self._embed_many(state, frames[first:]) if first < len(frames) else []
         tracked: list[Tensor] = []  # each frame's labels on the device, fetched together: one wait per chunk
         objects: list[tuple[int, ...]] = []
         for query, given, ids in zip(queries, givens[first:], given_ids[first:], strict=True):
-            if ids:
+            if ids and given is not None:
                 labels = self._step_given(state, query, given, ids)
             elif self.cuda_graphs:
                 labels = self._step_graphed(state, query).clone()  # the graph's buffer is the next frame's
             else:
-                labels, state.prev = self._track(state, query, state.prev)
+                labels, state.prev = self._track(state, query, _known(state.prev, "previous frame"))
             tracked.append(labels)
             objects.append(tuple(state.object_ids))
-        fetched = torch.stack(tracked).cpu().numpy() if tracked else []
-        kept = [None] * len(fetched)
+        fetched = list(torch.stack(tracked).cpu().numpy()) if tracked else []
+        kept: list[np.ndarray | None] = [None] * len(fetched)
         if state.probabilities is not None:
             kept, state.probabilities = [p.cpu().numpy() for p in state.probabilities], []
-        for labels, given, ids, probs in zip(fetched, givens[first:], objects, kept, strict=True):
+        for frame_labels, given, object_ids, probs in zip(fetched, givens[first:], objects, kept, strict=True):
             if given is not None:
-                labels = np.where(given != 0, given, labels)
-            predictions.append(FramePrediction(state.next_index, labels, ids, probs))
+                frame_labels = np.where(given != 0, given, frame_labels)
+            predictions.append(FramePrediction(state.next_index, frame_labels, object_ids, probs))
             state.next_index += 1
-        if self.adapt is not None and self.adapt.again and has_mask and not adapt_first:
+        if self.adapt is not None and self.adapt.again and has_mask and not adapt_first and state.tuned is not None:
             # A later mask (new objects, or a correction): the decoder adapts again, keys kept, so that
             # the references already taken stay valid.
             self._adapt(state, frames[0], predictions[0].labels, state.tuned,
@@ -426,18 +417,19 @@ class VideoPredictor:
         pixels = torch.from_numpy(np.stack(frames))  # (K, H, W, 3) uint8
         network = state.network or self.model
         if not self.cuda_graphs:
-            batch = self._embed(network, state.geometry, pixels.to(self.device))
+            batch = self._embed(network, _known(state.geometry, "size"), pixels.to(self.device))
         else:
             size = min(1 << (len(frames) - 1).bit_length(), self.lookahead)
             if size > len(frames):
                 pixels = torch.cat([pixels, pixels[-1:].expand(size - len(frames), -1, -1, -1)])
             graph = state.embed_graphs.get(size)
             if graph is None:
-                geometry = state.geometry
+                geometry = _known(state.geometry, "size")
                 graph = state.embed_graphs[size] = StaticGraph(
                     lambda inputs: _embedding_tensors(self._embed(network, geometry, inputs[0])), [pixels], self.device)
             batch = _embedding_from_tensors(graph([pixels]), list(self.model.keys))
-        return [FrameEmbedding(tuple(t[i:i + 1] for t in batch.shared), {b: k[i:i + 1] for b, k in batch.keys.items()},
+        s16, s8, s4 = batch.shared
+        return [FrameEmbedding((s16[i:i + 1], s8[i:i + 1], s4[i:i + 1]), {b: k[i:i + 1] for b, k in batch.keys.items()},
                                batch.grid) for i in range(len(frames))]
 
     def _embed(self, network: EMVOS, geometry: Geometry, pixels: Tensor) -> FrameEmbedding:
@@ -449,13 +441,13 @@ class VideoPredictor:
     def _adapt(self, state: VideoState, frame: np.ndarray, labels: np.ndarray, start: EMVOS,
                settings: AdaptSettings) -> None:
         """Adapt ``start`` to ``(H, W, 3) uint8`` ``frame`` and its ``(H, W)`` ids; the video's network from now on."""
-        assert state.geometry is not None
+        geometry = _known(state.geometry, "size")
         with torch.inference_mode(False), torch.enable_grad():  # step_many runs in inference mode
             pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             ids = torch.from_numpy(labels).to(self.device)[None, None].float()
-            state.tuned, report = adapt_network(start, state.geometry.image(pixels)[0],
-                                                state.geometry.mask(ids)[0, 0].long(), settings)
-        state.network = self._prepare(state.tuned)
+            state.tuned, report = adapt_network(start, geometry.image(pixels)[0], geometry.mask(ids)[0, 0].long(),
+                                                settings)
+        state.network = prepare_for_inference(state.tuned, self.device, optimize=self.optimize, compile=self.compile)
         state.graph, state.embed_graphs = None, {}  # captured from the previous network
         state.adaptations.append(report)
 
@@ -469,33 +461,35 @@ class VideoPredictor:
         Returns:
             ``(H, W) uint8`` labels on the device, and the frame's reference for the next frame.
         """
-        return self._finish(state, query, self._predict(state, query, prev))
+        return self._finish(state, query, _known(self._predict(state, query, prev), "objects"))
 
     def _step_given(self, state: VideoState, query: FrameEmbedding, given: np.ndarray, given_ids: list[int]) -> Tensor:
         """A frame with a given mask: track the other objects, register the given ones; ``(H, W) uint8`` labels."""
         probs = self._predict(state, query, state.prev)
-        given_map = state.geometry.mask(torch.from_numpy(given).to(self.device)[None, None].float())[0, 0]
+        given_pixels = torch.from_numpy(given).to(self.device)[None, None].float()
+        given_map = _known(state.geometry, "size").mask(given_pixels)[0, 0]
         probs = self._add_given(state, query, given_map, given_ids, probs)
         labels, state.prev = self._finish(state, query, probs)
         return labels
 
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
-        branches = list(state.prev.keys)
+        prev = _known(state.prev, "previous frame")
+        branches = list(prev.keys)
         query_tensors = _embedding_tensors(query)
-        inputs = [*query_tensors, *_reference_tensors(state.prev)]  # the query's tensors, then the previous frame's
+        inputs = [*query_tensors, *_reference_tensors(prev)]  # the query's tensors, then the previous frame's
         if state.graph is None:
             video = weakref.ref(state)  # the state keeps the graph; the graph must not keep the state
             split = len(query_tensors)
 
             def track(tensors: list[Tensor]) -> list[Tensor]:
-                labels, ref = self._track(video(), _embedding_from_tensors(tensors[:split], branches),
+                labels, ref = self._track(_known(video(), "state"), _embedding_from_tensors(tensors[:split], branches),
                                           _reference_from_tensors(tensors[split:], branches))
                 return [labels, *_reference_tensors(ref)]
 
             state.graph = StaticGraph(track, inputs, self.device)
-        labels, *prev = state.graph(inputs)
-        state.prev = _reference_from_tensors(prev, branches)  # the graph's buffers, copied in at the next frame
+        labels, *outputs = state.graph(inputs)
+        state.prev = _reference_from_tensors(outputs, branches)  # the graph's buffers, copied in at the next frame
         return labels
 
     def _kept_keys(self, query: FrameEmbedding) -> dict[str, Tensor]:
@@ -511,8 +505,9 @@ class VideoPredictor:
         fg = agg[1:]
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
-        restored = state.geometry.restore(agg[None])[0]
-        labels = state.lut[restored.max(dim=0).indices]
+        lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
+        restored = geometry.restore(agg[None])[0]
+        labels = lut[restored.max(dim=0).indices]
         if state.probabilities is not None:
             state.probabilities.append(restored[1:].mul(255).round_().to(torch.uint8))
         return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
@@ -522,6 +517,7 @@ class VideoPredictor:
         if not state.object_ids:
             return None
         network = state.network or self.model
+        prev = _known(prev, "previous frame")
         with self._autocast():
             first_parts = [network.match(query, g.ref, "first", self.bijective) for g in state.groups]
             first = {b: torch.cat([p[b] for p in first_parts], dim=1) for b in first_parts[0]}

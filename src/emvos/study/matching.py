@@ -27,7 +27,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,7 @@ class EmbeddingMemo:
                 self._embeddings[key] = embed(images)
             return self._embeddings[key]
 
-        predictor.model.embed = remembered
+        predictor.model.embed = remembered  # type: ignore[method-assign]  # this predictor's network only
         return predictor
 
     def __len__(self) -> int:
@@ -173,7 +173,7 @@ def _prepare(folder: Path, settings: dict[str, Any], build: Callable[[Path], Non
     return seconds
 
 
-def _sorted_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+def _sorted_files(folder: Path, suffixes: Collection[str]) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes), key=lambda p: natural_sort_key(p.name))
 
 

@@ -28,7 +28,7 @@ END = "<!-- study:end -->"
 #: The rows of the paper's Table 5 (DAVIS 2017 val, J&F %): each matching's own, BM at its best K1/K2.
 PAPER = {"sm": 75.7, "bm-kernel": 77.5, "bm-topk": 76.2, "em": 77.9, "sm+em": 79.0}
 #: The paper's K1/K2 grid (Table 5).
-PAPER_GRID = {
+PAPER_GRID: dict[str, dict[tuple[float, float], float]] = {
     "kernel": {(16, 32): 76.5, (32, 32): 77.5, (64, 32): 76.5, (32, 16): 77.3, (32, 64): 77.3},
     "topk": {(64, 16): 74.4, (128, 16): 76.2, (256, 16): 75.9, (128, 8): 74.5, (128, 32): 75.9},
 }
@@ -244,14 +244,14 @@ def render_section(results: StudyResults) -> str:
               "|---|---|---|" + "---|" * len(names) + "---|"]
     grids = {n: grid_summaries(results.scores[n], config) for n in names}
     for index, (kind, (k1, k2), _) in enumerate(grids[names[0]] if names else []):
-        cells = []
+        texts = []
         for n in names:
-            summary = grids[n][index][2]
-            best = tables[n].get(f"bm-{kind}")
-            text = "—" if summary is None else summary.text(seeds)
-            cells.append(f"**{text}**" if best is not None and best.setting == (k1, k2) else text)
+            cell = grids[n][index][2]
+            best_row = tables[n].get(f"bm-{kind}")
+            text = "—" if cell is None else cell.text(seeds)
+            texts.append(f"**{text}**" if best_row is not None and best_row.setting == (k1, k2) else text)
         paper = PAPER_GRID[kind].get((k1, k2))
-        lines.append(f"| {KIND_NAMES[kind]} | {k1:g} | {k2:g} | {' | '.join(cells)} | "
+        lines.append(f"| {KIND_NAMES[kind]} | {k1:g} | {k2:g} | {' | '.join(texts)} | "
                      f"{'—' if paper is None else f'{paper:.1f}'} |")
     lines += ["", *_budget_lines(results)]
     return "\n".join(lines) + "\n"
