@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm import tqdm
 
@@ -19,7 +19,7 @@ from emvos.inference.prompt_options import add_prompt_options, check_prompt, has
 from emvos.inference.review import ReviewLog
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, greyscale_overlay_palette, open_frames
-from emvos.io.formats import FORMATS, SOFT_FORMATS, result_writer
+from emvos.io.formats import FORMATS, SOFT_FORMATS, ResultWriter, result_writer
 from emvos.io.frame_range import FrameRange, frames_in_range
 from emvos.io.mask_repair import OBJECT_LIMIT
 from emvos.io.masks import read_label_png
@@ -372,7 +372,8 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
     if predictor is None:
         predictor = make_predictor(args)
     if has_prompt(args):  # clicks without a box are seeded by the encoder's features (the shipped one's on onnx)
-        masks = prompt_masks(args, frames, predictor.model.encoder if args.backend == "pytorch" else None)
+        masks = prompt_masks(args, frames, None if args.backend == "onnxruntime"
+                             else cast("VideoPredictor", predictor).model.encoder)
     first_mask = masks[min(masks)][1]
     overlay_palette = first_mask.palette if first_mask.mode == "P" else greyscale_overlay_palette()
     keep_overlay = args.overlay is not None and args.direction != "forward"  # written in frame order at the end
@@ -386,17 +387,18 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
     written: set[int] = set()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(LabelWriter(args.out, first_mask.palette, first_mask.mode)
-                                     if args.format == "palette" else result_writer(args.format, args.out))
+        writer: LabelWriter | ResultWriter = (LabelWriter(args.out, first_mask.palette, first_mask.mode)
+                                              if args.format == "palette" else result_writer(args.format, args.out))
+        stack.enter_context(writer)
         overlay = (stack.enter_context(OverlayWriter(args.overlay, frames.fps, frames.size, palette=overlay_palette))
                    if args.overlay else None)
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet, desc="segment"))
         for reverse, lo, hi in passes:
-            state = predictor.init_state(probabilities=keeps_probabilities)
+            state: Any = predictor.init_state(probabilities=keeps_probabilities)  # the predictor's own state type
             review.new_pass()
             if resume_at is not None:  # forward, one pass: the state rebuilt from the results written before
-                _rebuild(predictor, state, frames_in_range(frames, lo, resume_at - 1), masks, resume_at, args.out,
-                         overlay)
+                _rebuild(cast("VideoPredictor", predictor), state, frames_in_range(frames, lo, resume_at - 1),
+                         masks, resume_at, args.out, overlay)
                 lo = resume_at
             clip = FrameRange(frames, lo, hi)  # the clip's frame i is the video's frame lo + i
             given = {index - lo: mask.labels for index, (_, mask) in masks.items() if lo <= index <= hi}
@@ -406,7 +408,7 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
                 if frame.index in written:  # --direction both: the first mask's frame, done forward
                     continue
                 written.add(frame.index)
-                if args.format == "palette":
+                if isinstance(writer, LabelWriter):
                     writer.write(frame.name, pred.labels)
                 else:
                     writer.write(frame.name, pred.labels, pred.object_ids, pred.probabilities)
@@ -418,8 +420,9 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
                 bar.set_postfix(objects=len(pred.object_ids), refresh=False)
                 bar.update(1)
             adaptations += state.adaptations
-        for index in sorted(held):
-            overlay.write(*held.pop(index))
+        for index in sorted(held):  # held only with an overlay
+            if overlay is not None:
+                overlay.write(*held.pop(index))
     elapsed = time.perf_counter() - started
     review_path = review.write(args.out)
     return Segmented(len(written), len(seen), elapsed, review_path, len(review.needs_review), tuple(adaptations))

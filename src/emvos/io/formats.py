@@ -98,7 +98,10 @@ class BinaryWriter(ResultWriter):
         for slot, object_id in enumerate(object_ids):
             folder = self.out_dir / str(object_id)
             folder.mkdir(exist_ok=True)
-            plane = probabilities[slot] if self.soft else np.where(labels == object_id, np.uint8(255), np.uint8(0))
+            if not self.soft:
+                plane = np.where(labels == object_id, np.uint8(255), np.uint8(0))
+            elif probabilities is not None:  # checked above
+                plane = probabilities[slot]
             _save_png(np.ascontiguousarray(plane), folder / f"{name}.png")
 
 

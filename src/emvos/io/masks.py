@@ -301,7 +301,8 @@ def collect_masks(
         if frame_size is not None and mask.size != tuple(frame_size):
             resized = fit_to_frame(mask.labels, frame_size, file)
             if resized is None:
-                check_mask_size(mask, frame_size, file)
-            mask = MaskImage(labels=resized, palette=mask.palette, mode=mask.mode)
+                check_mask_size(mask, frame_size, file)  # the aspect ratios differ: raises
+            else:
+                mask = MaskImage(labels=resized, palette=mask.palette, mode=mask.mode)
         masks[index] = (file, mask)
     return masks
