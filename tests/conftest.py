@@ -75,3 +75,16 @@ def _restore_process_settings(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
         else:
             monkeypatch.setenv(name, was)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An emvos checkpoint of a random network on the tiny test encoder (seed 0)."""
+    from emvos.model.checkpoint import save_checkpoint
+    from emvos.model.config import ModelConfig
+    from emvos.model.network import EMVOS
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-checkpoint") / "tiny.pt"
+    save_checkpoint(path, EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None))
+    return path

@@ -175,7 +175,39 @@ def test_draw_propagate_review_and_export_in_a_browser(browser: Any, app_url: tu
         assert set(np.unique(np.asarray(image)).tolist()) <= {0, 1, 2}
     assert np.array_equal(np.asarray(Image.open(pngs[0])), labels)
     with zipfile.ZipFile(workspace.exports_dir / "clip.zip") as archive:
-        assert len(archive.namelist()) == FRAMES + 1 and "clip.mp4" in archive.namelist()
+        masks_and_movie = [n for n in archive.namelist() if not n.startswith(("binary/", "coco/", "yolo/"))]
+        assert len(masks_and_movie) == FRAMES + 1 and "clip.mp4" in masks_and_movie
     assert Image.open(screenshot).size[0] > 0
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_box_and_click_tools_in_a_browser(browser: Any, app_url: tuple[str, AppSession]) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, session = app_url
+    browser.get(url)
+    _wait(lambda: browser.find_element(By.ID, "sourceBadge").text == "no mask", "frame 0 to load")
+    canvas = browser.find_element(By.ID, "cursor")
+    rect = canvas.rect
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return round((x / W - 0.5) * rect["width"]), round((y / H - 0.5) * rect["height"])
+
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("x")  # the Box tool: drag a box around the yellow square (rows 12-32, columns 8-28)
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(5, 9)).click_and_hold() \
+        .move_to_element_with_offset(canvas, *at(31, 35)).release().perform()
+
+    def boxed() -> np.ndarray | None:
+        labels = session.workspace.read_annotation(0)
+        return labels if labels is not None and (labels == 1).any() else None
+
+    labels = _wait(boxed, "the box's mask to be saved")
+    assert (labels[12:33, 8:29] == 1).mean() > 0.8 and not labels[:, 33:].any()
+    body.send_keys("c")  # the Click tool: Shift+click marks background inside the object's mask
+    ActionChains(browser).key_down(Keys.SHIFT).move_to_element_with_offset(canvas, *at(18, 22)).click() \
+        .key_up(Keys.SHIFT).perform()
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

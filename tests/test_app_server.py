@@ -36,6 +36,7 @@ from emvos.app.session import AppSession, propagation_plan
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.io import DAVIS_PALETTE
+from emvos.io.formats import read_results
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +254,18 @@ def test_import_a_mask_png(opened: FlaskClient, tmp_path: Path) -> None:
     assert response.status_code == 400 and "64x48" in response.get_json()["error"]
 
 
+def test_a_box_or_clicks_give_an_objects_mask(opened: FlaskClient) -> None:
+    response = opened.post("/api/frames/1/prompt", json={"box": [8, 6, 40, 30], "clicks": []})
+    assert response.status_code == 200
+    mask = np.frombuffer(response.data, np.uint8).reshape(H, W)
+    assert mask.any() and not mask[:6].any() and not mask[:, 40:].any()  # nothing outside the box
+    response = opened.post("/api/frames/1/prompt", json={"box": [8, 6, 40, 30], "clicks": [[20, 15, False]]})
+    assert response.status_code == 200 and not np.frombuffer(response.data, np.uint8).reshape(H, W)[15, 20]
+    for bad in ({"box": None, "clicks": []}, {"box": [1, 1, 2], "clicks": []}, {"clicks": [[W + 5, 1, True]]}):
+        response = opened.post("/api/frames/1/prompt", json=bad)
+        assert response.status_code == 400 and "prompt" in response.get_json()["error"]
+
+
 # -- propagation ----------------------------------------------------------------------------------
 
 def test_propagation_plan() -> None:
@@ -440,9 +453,15 @@ def test_export_writes_davis_pngs_an_overlay_and_a_zip(opened: FlaskClient, sess
     assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(download.data)) as archive:
         names = archive.namelist()
-        assert names == [f"Annotations/clip/{i:05d}.png" for i in range(FRAMES)] + ["clip.mp4"]
+        assert names[:FRAMES + 1] == [f"Annotations/clip/{i:05d}.png" for i in range(FRAMES)] + ["clip.mp4"]
+        assert {name.split("/")[0] for name in names[FRAMES + 1:]} == {"binary", "coco", "yolo"}
+        assert "coco/annotations.json" in names and "yolo/00000.txt" in names and "binary/3/00000.png" in names
         first = Image.open(io.BytesIO(archive.read(names[0])))
         assert first.mode == "P" and np.array_equal(np.asarray(first), given)
+    palette = {p.stem: np.asarray(Image.open(p)) for p in pngs}
+    for format in ("binary", "coco"):  # the other formats hold the same masks
+        back = read_results(format, exports / format)
+        assert all(np.array_equal(back[name], labels) for name, labels in palette.items() if labels.any())
     assert not [p for p in exports.rglob("*") if p.name.startswith(".")]
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from emvos.errors import EmvosInputError
 from emvos.io import FOLDER_FPS, natural_sort_key, open_frames
+from emvos.io.frame_range import FrameRange
 
 
 def _decode_threads() -> list[threading.Thread]:
@@ -225,3 +226,26 @@ def test_video_without_video_stream(tmp_path: Path) -> None:
 
     with pytest.raises(EmvosInputError, match=r"sound\.mp4.*no video stream"):
         open_frames(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_frame_range_streams_forward_and_is_indexed_backward(tmp_path: Path, kind: str) -> None:
+    if kind == "folder":
+        _write_png_frames(tmp_path / "frames", [f"{i:05d}.png" for i in range(6)])
+        source = open_frames(tmp_path / "frames")
+    else:
+        _write_mp4(tmp_path / "clip.mp4", count=6)
+        source = open_frames(tmp_path / "clip.mp4")
+    clip = FrameRange(source, 1, 4)
+    assert len(clip) == 4
+    streamed = list(clip)
+    assert [clip.take(i).index for i in range(4)] == [1, 2, 3, 4]
+    backward = [clip[i] for i in range(3, -1, -1)]
+    taken = [clip.take(i) for i in range(3, -1, -1)]
+    assert [frame.name for frame in taken] == ["00004", "00003", "00002", "00001"]
+    for image, frame, same in zip(backward, taken, streamed[::-1], strict=True):
+        assert image is frame.image and np.array_equal(image, same)
+    with pytest.raises(IndexError):
+        clip[4]
+    with pytest.raises(KeyError):
+        clip.take(0)  # handed out once, taken once

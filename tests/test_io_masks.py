@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
-from emvos.errors import EmvosInputError
+from emvos.errors import EmvosInputError, EmvosInputWarning
 from emvos.io import DAVIS_PALETTE, check_mask_size, collect_masks, full_palette, open_frames, read_mask
 from emvos.io.masks import read_label_png, write_label_png
 
@@ -84,13 +84,62 @@ def test_one_bit_mask_reads_as_greyscale(tmp_path: Path) -> None:
     assert (mask.mode, mask.object_ids) == ("L", [255])
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
-def test_colour_masks_are_rejected_with_how_to_save_them(tmp_path: Path, mode: str) -> None:
-    Image.fromarray(_labels((255,)), mode="L").convert(mode).save(tmp_path / "colour.png")
-    with pytest.raises(
-        EmvosInputError, match=r"colour\.png.*indexed \(palette\) PNG whose pixel values are object ids"
-    ):
-        read_mask(tmp_path / "colour.png")
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_colour_masks_give_one_object_per_colour_and_say_which(tmp_path: Path, mode: str) -> None:
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[:, 2:5] = (255, 0, 0)
+    rgb[:, 8:11] = (0, 200, 0)
+    pixels = rgb if mode == "RGB" else np.dstack([rgb, np.full((12, 16), 255, np.uint8)])
+    if mode == "RGBA":
+        pixels[:, 14:, :] = (9, 9, 9, 0)  # transparent: background whatever its colour
+    Image.fromarray(pixels, mode=mode).save(tmp_path / "colour.png")
+    with pytest.warns(EmvosInputWarning, match=r"colour\.png.*2 object.*#00c800 -> 1, #ff0000 -> 2"):
+        mask = read_mask(tmp_path / "colour.png")
+    assert mask.mode == "P" and mask.object_ids == [1, 2]
+    assert (mask.labels[:, 2:5] == 2).all() and (mask.labels[:, 8:11] == 1).all() and not mask.labels[:, 14:].any()
+    assert mask.palette[3:9] == [0, 200, 0, 255, 0, 0]  # outputs keep the user's colours
+
+
+def test_anti_aliased_greyscale_mask_is_thresholded_with_a_warning(tmp_path: Path) -> None:
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:30, 10:30] = 255
+    blurred = Image.fromarray(labels).filter(ImageFilter.GaussianBlur(1))
+    blurred.save(tmp_path / "soft.png")
+    assert len(np.unique(np.array(blurred))) > 20
+    with pytest.warns(EmvosInputWarning, match=r"soft\.png.*grey levels"):
+        mask = read_mask(tmp_path / "soft.png")
+    assert mask.object_ids == [255]
+    assert abs(int((mask.labels > 0).sum()) - 400) <= 40
+
+
+def test_a_greyscale_mask_of_several_ids_is_not_thresholded(tmp_path: Path) -> None:
+    labels = np.kron(np.array([[0, 1], [2, 3]], np.uint8), np.ones((12, 12), np.uint8))
+    labels[:4, :4] = 4
+    Image.fromarray(labels, mode="L").save(tmp_path / "ids.png")
+    assert read_mask(tmp_path / "ids.png").object_ids == [1, 2, 3, 4]
+
+
+def test_implausibly_many_objects_stop_unless_allowed(tmp_path: Path) -> None:
+    labels = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    _save_palette_mask(tmp_path / "many.png", labels)
+    with pytest.raises(EmvosInputError, match=r"many\.png.*191 different object ids.*--many-objects"):
+        read_mask(tmp_path / "many.png")
+    assert len(read_mask(tmp_path / "many.png", max_objects=None).object_ids) == 191
+
+
+def test_a_mask_slightly_off_the_frame_size_is_resized_with_a_warning(tmp_path: Path) -> None:
+    path = _save_palette_mask(tmp_path / "00000.png", _labels(height=24, width=32))
+    with pytest.warns(EmvosInputWarning, match=r"32x24 but the frames are 16x12; resized"):
+        masks = collect_masks([path], NAMES, frame_size=(12, 16))
+    assert masks[0][1].size == (12, 16) and masks[0][1].object_ids == [1]
+    with pytest.raises(EmvosInputError, match="resize the mask"):
+        collect_masks([path], NAMES, frame_size=(12, 20))
+
+
+def test_a_lone_mask_named_after_a_missing_frame_is_an_error(tmp_path: Path) -> None:
+    path = _save_palette_mask(tmp_path / "00099.png", _labels())
+    with pytest.raises(EmvosInputError, match=r"00099\.png: names frame 00099, but the video has 10 frames"):
+        collect_masks([path], NAMES)
 
 
 def test_16_bit_mask_is_rejected(tmp_path: Path) -> None:

@@ -403,3 +403,31 @@ def test_the_library_names_its_parameters_not_flags(predictor: VideoPredictor, k
                                                    message: str) -> None:
     with pytest.raises(ValueError, match=message):
         VideoPredictor(predictor.model, device="cpu", **kwargs)  # type: ignore[arg-type]
+
+
+def test_reverse_propagation_is_forward_over_the_reversed_frames(predictor: VideoPredictor) -> None:
+    frames = _frames(5, seed=5)
+    mask = _mask({2: (5, 25, 5, 35)})
+    state = predictor.init_state(frames)
+    predictor.add_mask(state, 3, mask)
+    backward = list(predictor.propagate(state, direction="backward"))
+    assert [p.index for p in backward] == [4, 3, 2, 1, 0]
+    assert not backward[0].labels.any()  # after the mask, in video order: nothing to follow yet
+    forward_state = predictor.init_state(frames[::-1])
+    predictor.add_mask(forward_state, 1, mask)
+    forward = list(predictor.propagate(forward_state))
+    for b, f in zip(backward, forward, strict=True):
+        np.testing.assert_array_equal(b.labels, f.labels)
+
+
+def test_predictions_carry_probabilities_when_asked(predictor: VideoPredictor) -> None:
+    frames = _frames(3, seed=6)
+    state = predictor.init_state(frames, probabilities=True)
+    predictor.add_mask(state, 0, _mask({4: (5, 25, 5, 35), 9: (30, 40, 50, 70)}))
+    for prediction in predictor.propagate(state):
+        probabilities = prediction.probabilities
+        assert probabilities.shape == (2, H, W) and probabilities.dtype == np.uint8
+        for slot, object_id in enumerate((4, 9)):  # each pixel's object is its most probable (up to rounding)
+            pixels = prediction.labels == object_id
+            assert (probabilities[slot][pixels].astype(int) >= probabilities.max(axis=0)[pixels] - 1).all()
+    assert list(predictor.propagate(predictor.init_state(frames)))[0].probabilities is None

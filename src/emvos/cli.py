@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from emvos import __version__
 from emvos.commands import SUBCOMMANDS
-from emvos.errors import EmvosInputError
+from emvos.errors import EmvosInputError, EmvosInputWarning
 from emvos.runtime import keep_freed_memory, use_cudnn_autotuning, use_huge_pages
 
 
@@ -40,9 +42,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Print :class:`EmvosInputWarning` as ``emvos: warning: <message>``, other warnings as Python does."""
+    if issubclass(category, EmvosInputWarning):
+        print(f"emvos: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emvos`` console script; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     use_huge_pages()  # before any subcommand imports PyTorch
     keep_freed_memory()
     command = next((a for a in argv if not a.startswith("-")), None)

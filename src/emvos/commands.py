@@ -10,13 +10,15 @@ from __future__ import annotations
 #: in the order ``emvos --help`` lists them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("emvos.inference.cli", "segment objects through a video, given their masks"),
+    "batch": ("emvos.batch.cli", "segment many videos (a CSV manifest or a folder), locally or on Ray workers"),
     "eval": ("emvos.eval.cli", "score result masks on DAVIS (J&F, as the official toolkit)"),
     "benchmark": ("emvos.eval.benchmark", "segment a DAVIS split, score it and measure speed and memory"),
     "speed": ("emvos.eval.speed",
               "time emvos against the hardware's peak and the official code; memory over video length"),
     "ytvos": ("emvos.eval.ytvos", "segment a YouTube-VOS 2018/2019 split and write the submission zip"),
     "train": ("emvos.train.cli", "train a network (the paper's recipe, or a preset / YAML config)"),
-    "export": ("emvos.train.export", "write a training checkpoint's model as a small inference file"),
+    "export": ("emvos.train.export",
+               "write a training checkpoint's model as a small inference file, or a model as ONNX graphs"),
     "synth": ("emvos.data.cli", "generate synthetic benchmarks (DAVIS layout)"),
     "visualize": ("emvos.visualize.cli", "figures of the matching study (score maps, toy)"),
     "study": ("emvos.study.cli", "reproduce the paper's studies with our own runs (matching: Table 5)"),

@@ -32,3 +32,8 @@ class ParameterError(EmvosInputError, ValueError):
     def worded(self, names: Mapping[str, str]) -> str:
         """The message with each parameter called by ``names`` (its flag, say); others keep their name."""
         return f"{' and '.join(names.get(p, p) for p in self.parameters)} {self.problem}"
+
+
+class EmvosInputWarning(UserWarning):
+    """Input that emvos repaired or read in a way the user should know about (a colour mask's ids,
+    a thresholded or resized mask). The command-line interface prints it as ``emvos: warning: <message>``."""

@@ -12,6 +12,8 @@ Endpoints (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET|PUT|DELETE /api/frames/<i>/annotation``  the user's mask of frame ``i``: raw ``H*W`` bytes of ids
 ``GET  /api/frames/<i>/result``             the propagated mask of frame ``i``: raw ``H*W`` bytes
 ``POST /api/frames/<i>/import``             multipart ``mask``: a PNG that becomes frame ``i``'s annotation
+``POST /api/frames/<i>/prompt``             ``{"box": [x0, y0, x1, y1] | null, "clicks": [[x, y, positive], ...]}``:
+                                            the object they point at, raw ``H*W`` bytes (1 = object)
 ``POST /api/propagate``                     ``{"start", "direction": "forward"|"backward"}``
 ``GET  /api/job``, ``POST /api/job/cancel``   the job's progress; stop it after the current frame
 ``POST /api/export``                        write PNGs, overlay mp4 and zip (a job)
@@ -41,6 +43,7 @@ from emvos.app.jobs import JobBusy
 from emvos.app.session import AppSession, PathRefused, WorkspaceOccupied
 from emvos.errors import EmvosInputError
 from emvos.io import VIDEO_EXTENSIONS, read_mask
+from emvos.prompts import Click, prompt_mask
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Host names the server answers to when bound to a loopback address (blocks DNS rebinding).
@@ -186,6 +189,19 @@ def create_app(session: AppSession, *, loopback_only: bool = True) -> Flask:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return jsonify(objects=session.import_mask(index, mask.labels))
+
+    @app.post("/api/frames/<int:index>/prompt")
+    def prompt(index: int) -> Response:
+        workspace.check_index(index)
+        body = _json_body()
+        box, clicks = body.get("box"), body.get("clicks") or []
+        try:
+            points = [Click(float(x), float(y), bool(positive)) for x, y, positive in clicks]
+            corners = None if box is None else [float(value) for value in box]
+            mask = prompt_mask(workspace.read_frame(index), corners, points)
+        except (TypeError, ValueError) as error:
+            raise EmvosInputError(f"prompt: {error}") from error
+        return _labels_response(mask.astype(np.uint8))
 
     @app.post("/api/propagate")
     def propagate() -> tuple[Response, int]:

@@ -23,6 +23,7 @@ restart of the server and costs one forward pass per earlier annotation.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -38,11 +39,16 @@ from emvos.app.workspace import Workspace
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, VIDEO_EXTENSIONS, LabelWriter, OverlayWriter, open_frames
 from emvos.io.files import atomic_file
+from emvos.io.formats import result_writer
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
 
 Direction = Literal["forward", "backward"]
+
+
+#: Formats the export writes besides the palette PNGs (:mod:`emvos.io.formats`), each in a folder of its name.
+EXPORT_FORMATS = ("binary", "coco", "yolo")
 
 
 class PathRefused(Exception):
@@ -267,11 +273,14 @@ class AppSession:
             return self._predictor
 
     def export(self) -> JobStatus:
-        """Start writing the exports: palette PNGs (DAVIS layout), the overlay mp4 and a zip of both.
+        """Start writing the exports: palette PNGs (DAVIS layout), the overlay mp4, the same masks in
+        :data:`EXPORT_FORMATS` and a zip of them all.
 
         ``exports/Annotations/<video>/<frame>.png`` holds each frame's result, else its annotation,
         else an empty mask; ``exports/<video>.mp4`` the masks drawn over the frames;
-        ``exports/<video>.zip`` both, as ``Annotations/<video>/...`` and ``<video>.mp4``.
+        ``exports/binary/``, ``exports/coco/``, ``exports/yolo/`` the masks in those formats
+        (:mod:`emvos.io.formats`); ``exports/<video>.zip`` all of them, as ``Annotations/<video>/...``,
+        ``<video>.mp4``, ``binary/...``, ``coco/...`` and ``yolo/...``.
         """
         video = self.workspace.require_video()
         out = self.workspace.exports_dir
@@ -282,17 +291,24 @@ class AppSession:
             masks = out / "Annotations" / video.name
             movie = out / f"{video.name}.mp4"
             with LabelWriter(masks, DAVIS_PALETTE, "P") as labels_out, \
-                    OverlayWriter(movie, video.fps, video.size) as overlay_out:
+                    OverlayWriter(movie, video.fps, video.size) as overlay_out, \
+                    contextlib.ExitStack() as formats:
+                writers = [formats.enter_context(result_writer(f, out / f)) for f in EXPORT_FORMATS]
                 for index, frame_name in enumerate(video.frame_names):
                     labels = self.workspace.final_labels(index)
                     labels_out.write(frame_name, labels)
                     overlay_out.write(self.workspace.read_frame(index), labels)
+                    ids = tuple(int(i) for i in np.unique(labels) if i)
+                    for writer in writers:
+                        writer.write(frame_name, labels, ids)
                     progress.advance()
             archive_path = out / f"{video.name}.zip"
             with atomic_file(archive_path) as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED) as archive:
                 for frame_name in video.frame_names:
                     archive.write(masks / f"{frame_name}.png", f"Annotations/{video.name}/{frame_name}.png")
                 archive.write(movie, movie.name)
+                for path in sorted(p for f in EXPORT_FORMATS for p in (out / f).rglob("*") if p.is_file()):
+                    archive.write(path, path.relative_to(out).as_posix())
             return f"exported {video.num_frames} frames: {archive_path.name}, {movie.name}"
 
         return self.jobs.start("export", work, "exporting")

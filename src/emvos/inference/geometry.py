@@ -1,12 +1,17 @@
 """Working geometry of a video: resize so the shorter side has a given length, then pad each side to
-a multiple of the encoder's stride with centred reflect padding (as the official EMVOS code)."""
+a multiple of the encoder's stride with centred reflect padding (as the official EMVOS code).
+
+Importing it does not import PyTorch: the onnxruntime backend shares the geometry's arithmetic; only
+the methods that resize tensors import it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch.nn.functional as F
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Geometry:
 
     def image(self, image: Tensor) -> Tensor:
         """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(B, 3, H'', W'')`` (bicubic resize, reflect pad)."""
+        import torch.nn.functional as F
+
         if self.resized:
             # Decoded frames arrive as a channels-last view; PyTorch's CPU bicubic kernel takes about
             # a third longer on it than on the same pixels in NCHW order (identical results).
@@ -58,12 +65,16 @@ class Geometry:
 
     def mask(self, mask: Tensor) -> Tensor:
         """``(B, C, H, W)`` float masks -> ``(B, C, H'', W'')`` (nearest resize, reflect pad)."""
+        import torch.nn.functional as F
+
         if self.resized:
             mask = F.interpolate(mask, size=self.work, mode="nearest")
         return F.pad(mask, self.pad, mode="reflect") if any(self.pad) else mask
 
     def restore(self, probs: Tensor) -> Tensor:
         """``(B, C, H'', W'')`` probabilities -> ``(B, C, H, W)`` (unpad, bilinear resize back)."""
+        import torch.nn.functional as F
+
         left, right, top, bottom = self.pad
         hp, wp = probs.shape[-2:]
         probs = probs[..., top:hp - bottom, left:wp - right]

@@ -20,27 +20,33 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from emvos.errors import ParameterError
 from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
+from emvos.inference.frames import (
+    Direction,
+    FramePrediction,
+    ImageLike,
+    MaskLike,
+    as_image,
+    as_labels,
+    propagate_frames,
+)
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
@@ -53,30 +59,7 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, tor
                                                          strict=True))
 #: Dtypes whose logits are upcast to float32 before the softmax.
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
-#: The model shipped inside the package, used when no checkpoint is given.
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
-
-ImageLike = np.ndarray | Image.Image
 T = TypeVar("T")
-MaskLike = np.ndarray | Image.Image
-Direction = Literal["forward", "backward"]
-#: The orders :meth:`VideoPredictor.propagate` segments a video in.
-DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
-
-
-@dataclass(frozen=True)
-class FramePrediction:
-    """The segmentation of one frame.
-
-    Attributes:
-        index: frame index in the video.
-        labels: ``(H, W) uint8`` map of user object ids (0 = background), at the frame's size.
-        object_ids: ids of the objects tracked at this frame.
-    """
-
-    index: int
-    labels: np.ndarray
-    object_ids: tuple[int, ...]
 
 
 @dataclass
@@ -110,6 +93,7 @@ class VideoState:
     network: EMVOS | None = None  # this video's adapted network (prepared); None: the predictor's
     tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
     adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
+    probabilities: list[Tensor] | None = None  # when kept: the current chunk's (O, H, W) uint8 probabilities
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -127,13 +111,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter), read lazily from ``items``."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 def _embedding_tensors(embedding: FrameEmbedding) -> list[Tensor]:
@@ -163,22 +140,6 @@ def _known(value: T | None, what: str) -> T:
     if value is None:
         raise RuntimeError(f"the video's {what} is not known yet")
     return value
-
-
-def _as_labels(mask: MaskLike) -> np.ndarray:
-    arr = np.asarray(mask)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a mask must be an (H, W) integer array of object ids, got {arr.dtype} {arr.shape}")
-    if arr.min() < 0 or arr.max() > 255:
-        raise ValueError("mask object ids must lie in 0..255 (0 is background)")
-    return arr.astype(np.uint8)
-
-
-def _as_image(image: ImageLike) -> np.ndarray:
-    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"a frame must be an (H, W, 3) uint8 RGB array, got {arr.dtype} {arr.shape}")
-    return arr if arr.flags.writeable else arr.copy()  # torch.from_numpy warns on read-only arrays
 
 
 class VideoPredictor:
@@ -259,9 +220,16 @@ class VideoPredictor:
         return cls(load_network(checkpoint), device=device, adapt=adapt, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
-    def init_state(self, frames: Iterable[ImageLike] | None = None) -> VideoState:
-        """A fresh state for a new video; ``frames`` is only needed for :meth:`propagate`."""
-        return VideoState(frames=frames)
+    def init_state(self, frames: Iterable[ImageLike] | None = None, *, probabilities: bool = False) -> VideoState:
+        """A fresh state for a new video; ``frames`` is only needed for :meth:`propagate`.
+
+        With ``probabilities``, every prediction carries its objects' probabilities
+        (:attr:`FramePrediction.probabilities`; not with ``cuda_graphs``).
+        """
+        if probabilities and self.cuda_graphs:
+            raise ParameterError(("probabilities", "cuda_graphs"), "cannot be combined: a CUDA graph's frames keep "
+                                                                   "no probabilities; leave out one of them")
+        return VideoState(frames=frames, probabilities=[] if probabilities else None)
 
     def add_mask(self, state: VideoState, frame_index: int, mask: MaskLike) -> list[int]:
         """Give the objects of ``mask`` at frame ``frame_index`` (not yet processed).
@@ -272,7 +240,7 @@ class VideoPredictor:
         if frame_index < state.next_index:
             raise ValueError(f"frame {frame_index} was already processed (next frame is {state.next_index}); "
                              "start a new state to re-segment from an earlier frame")
-        labels = _as_labels(mask)
+        labels = as_labels(mask)
         state.pending[frame_index] = labels
         return [int(i) for i in np.unique(labels) if i != 0]
 
@@ -309,35 +277,10 @@ class VideoPredictor:
             ValueError: no frames, an unknown ``direction``, ``direction`` and ``indices`` both
                 given, or ``frames`` that cannot be indexed where they must be.
         """
-        frames = state.frames if frames is None else frames
-        if frames is None:
-            raise ValueError("frames: none given; pass them to propagate() or to init_state(frames)")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        given = {**state.pending, **(masks or {})}
-        state.pending.clear()
-        if indices is None and direction == "forward":
-            numbered: Iterable[tuple[int, ImageLike]] = enumerate(frames)
-        else:
-            if indices is not None and direction != "forward":
-                raise ValueError("direction and indices: give one of them (indices set the order themselves)")
-            if not isinstance(frames, Sequence):
-                raise ValueError("frames must be a sequence (len and indexing) to propagate backward or over indices")
-            order = range(len(frames) - 1, -1, -1) if indices is None else indices
-            numbered = ((index, frames[index]) for index in order)
-        for chunk in chunks(numbered, self.lookahead):
-            start = time.perf_counter()
-            predictions = self.step_many(state, [image for _, image in chunk],
-                                         [given.pop(index, None) for index, _ in chunk])
-            if on_frame is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
-            working = sum(1 for prediction in predictions if prediction.object_ids)
-            for (index, _), prediction in zip(chunk, predictions, strict=True):
-                prediction = dataclasses.replace(prediction, index=index)
-                if on_frame is not None:
-                    on_frame(prediction, seconds / working if prediction.object_ids else 0.0)
-                yield prediction
+        timed_on_gpu = on_frame is not None and self.device.type == "cuda"
+        wait = (lambda: torch.cuda.synchronize(self.device)) if timed_on_gpu else None
+        return propagate_frames(self, state, frames, masks, direction=direction, indices=indices,
+                                on_frame=on_frame, wait=wait)
 
     def step(self, state: VideoState, image: ImageLike, mask: MaskLike | None = None) -> FramePrediction:
         """Segment the next frame of the video.
@@ -351,6 +294,31 @@ class VideoPredictor:
             The frame's labels, with the given mask's objects exactly as given.
         """
         return self.step_many(state, [image], [mask])[0]
+
+    @torch.inference_mode()
+    def set_previous(self, state: VideoState, image: ImageLike, labels: MaskLike) -> None:
+        """Take ``labels`` as the prediction of the frame just before the next one, to resume a run
+        from the labels it wrote (the objects' references must be given again first, with :meth:`step`
+        at their frames). The network's own previous frame is soft (probabilities), ``labels`` are
+        hard, so what follows can differ slightly from an uninterrupted run.
+
+        Args:
+            state: the video's state, its objects already given.
+            image: ``(H, W, 3) uint8`` RGB frame.
+            labels: ``(H, W)`` object ids predicted at that frame.
+        """
+        frame, labels = as_image(image), as_labels(labels)
+        if state.geometry is None:
+            state.geometry = Geometry.for_frames(frame.shape[:2], self.resolution, self.model.stride)
+        if not state.object_ids:
+            return
+        query = self._embed_many(state, [frame])[0]
+        given = state.geometry.mask(torch.from_numpy(labels).to(self.device)[None, None].float())[0, 0]
+        ids = torch.tensor(state.object_ids, device=self.device, dtype=given.dtype).view(-1, 1, 1)
+        fg = (given[None] == ids).to(given.dtype)
+        prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
+        state.prev = Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
+        state.graph = None
 
     @torch.inference_mode()
     def step_many(self, state: VideoState, images: Sequence[ImageLike],
@@ -376,8 +344,8 @@ class VideoPredictor:
         masks = [None] * len(images) if masks is None else list(masks)
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} frames but {len(masks)} masks; pass one mask or None per frame")
-        frames = [_as_image(image) for image in images]
-        givens = [None if mask is None else _as_labels(mask) for mask in masks]
+        frames = [as_image(image) for image in images]
+        givens = [None if mask is None else as_labels(mask) for mask in masks]
         for i, (frame, given) in enumerate(zip(frames, givens, strict=True)):
             size = frame.shape[:2]
             if state.geometry is None:
@@ -415,10 +383,13 @@ class VideoPredictor:
             tracked.append(labels)
             objects.append(tuple(state.object_ids))
         fetched = list(torch.stack(tracked).cpu().numpy()) if tracked else []
-        for frame_labels, given, object_ids in zip(fetched, givens[first:], objects, strict=True):
+        kept: list[np.ndarray | None] = [None] * len(fetched)
+        if state.probabilities is not None:
+            kept, state.probabilities = [p.cpu().numpy() for p in state.probabilities], []
+        for frame_labels, given, object_ids, probs in zip(fetched, givens[first:], objects, kept, strict=True):
             if given is not None:
                 frame_labels = np.where(given != 0, given, frame_labels)
-            predictions.append(FramePrediction(state.next_index, frame_labels, object_ids))
+            predictions.append(FramePrediction(state.next_index, frame_labels, object_ids, probs))
             state.next_index += 1
         if self.adapt is not None and self.adapt.again and has_mask and not adapt_first and state.tuned is not None:
             # A later mask (new objects, or a correction): the decoder adapts again, keys kept, so that
@@ -535,7 +506,10 @@ class VideoPredictor:
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
         lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
-        labels = lut[geometry.restore(agg[None])[0].max(dim=0).indices]
+        restored = geometry.restore(agg[None])[0]
+        labels = lut[restored.max(dim=0).indices]
+        if state.probabilities is not None:
+            state.probabilities.append(restored[1:].mul(255).round_().to(torch.uint8))
         return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:

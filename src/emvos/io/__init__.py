@@ -32,7 +32,7 @@ from emvos.io.masks import (
     write_label_png,
 )
 from emvos.io.mp4 import Mp4Writer
-from emvos.io.writers import DEFAULT_QUEUE_DEPTH, LabelWriter, OverlayWriter, overlay
+from emvos.io.writers import DEFAULT_QUEUE_DEPTH, LabelWriter, OverlayWriter, greyscale_overlay_palette, overlay
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -53,6 +53,7 @@ __all__ = [
     "check_mask_size",
     "collect_masks",
     "full_palette",
+    "greyscale_overlay_palette",
     "natural_sort_key",
     "open_frames",
     "overlay",

@@ -149,14 +149,23 @@ class FolderFrames(FrameSource):
         """File stem of the frame at ``index``."""
         return self.files[index].stem
 
+    def frame(self, index: int) -> Frame:
+        """Decode the frame at ``index`` alone (a folder's frames can be read in any order).
+
+        Raises:
+            EmvosInputError: the file cannot be decoded, or its size is not the first frame's.
+        """
+        file = self.files[index]
+        image = _read_rgb(file)
+        if image.shape[:2] != self.size:
+            raise EmvosInputError(
+                _size_mismatch(str(file), image.shape, self.size, f"the first frame {self.files[0].name}")
+            )
+        return Frame(index, file.stem, image)
+
     def _decode(self) -> Generator[Frame, None, None]:
-        for index, file in enumerate(self.files):
-            image = _read_rgb(file)
-            if image.shape[:2] != self.size:
-                raise EmvosInputError(
-                    _size_mismatch(str(file), image.shape, self.size, f"the first frame {self.files[0].name}")
-                )
-            yield Frame(index, file.stem, image)
+        for index in range(len(self.files)):
+            yield self.frame(index)
 
 
 def _video_rgb(frame: av.VideoFrame) -> np.ndarray:

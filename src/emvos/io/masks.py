@@ -2,8 +2,10 @@
 
 A mask is a PNG the size of the frames in which 0 is background and any other value (1..255, gaps
 allowed) is the id of one object. Palette PNGs (DAVIS-2017 style) and greyscale ``L`` PNGs
-(DAVIS-2016 style, one object with id 255) are accepted; everything else is rejected with a
-message that says how to save the mask instead.
+(DAVIS-2016 style, one object with id 255) are read as they are; colour (RGB/RGBA) masks and
+anti-aliased greyscale masks are turned into ids, and masks a little off the frame size resized,
+with a warning (:mod:`emvos.io.mask_repair`); everything else is rejected with a message that says
+how to save the mask instead.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from PIL import Image
 from emvos.errors import EmvosInputError
 from emvos.io.files import atomic_path
 from emvos.io.frames import natural_sort_key
+from emvos.io.mask_repair import (
+    OBJECT_LIMIT,
+    check_object_count,
+    fit_to_frame,
+    labels_from_colours,
+    threshold_antialiased,
+)
 
 MaskMode = Literal["P", "L"]
+#: PNG modes that :func:`read_label_png` reads as colour masks when asked (``colours=True``).
+_COLOUR_MODES = ("RGB", "RGBA", "LA")
 
 _SAVE_AS_INDEXED = "save it as an indexed (palette) PNG whose pixel values are object ids (0 = background)"
 
@@ -76,7 +87,8 @@ class MaskImage:
         return [int(value) for value in np.unique(self.labels) if value]
 
 
-def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool = False) -> MaskImage:
+def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool = False,
+                   colours: bool = False) -> MaskImage:
     """Read a PNG of object ids: every reader of masks (user input, datasets, evaluation, the app) uses it.
 
     Palette (``P``) and greyscale (``L``) PNGs are read as they are, pixel values being ids; 1-bit
@@ -87,13 +99,18 @@ def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool =
         what: What the file is, for error messages (``mask``, ``annotation``, ``result mask`` ...).
         opaque_alpha: Also accept ``LA``/``PA`` PNGs whose alpha band is fully opaque (some
             DAVIS-2016 annotations are saved so), read without it.
+        colours: Also accept colour (``RGB``, ``RGBA``, ``LA``) PNGs as users draw them: each
+            distinct colour one object (black or transparent: background), the palette holding
+            the colours, announced with an :class:`~emvos.errors.EmvosInputWarning`
+            (:func:`~emvos.io.mask_repair.labels_from_colours`).
 
     Returns:
         A :class:`MaskImage` with ``(H, W) uint8`` labels.
 
     Raises:
         EmvosInputError: naming ``path`` and the fix: the file is missing or unreadable, is not a
-            PNG, or is a colour (RGB/RGBA, or LA/PA not accepted) or 16/32-bit image.
+            PNG, or is a colour image not accepted (RGB/RGBA, or LA/PA), a colour mask of more than
+            255 colours, or a 16/32-bit image.
     """
     path = Path(path)
     try:
@@ -110,11 +127,17 @@ def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool =
                     f"{_SAVE_AS_INDEXED}"
                 )
             palette = image.getpalette() if mode in ("P", "PA") else None
-            labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
+            if colours and mode in _COLOUR_MODES:
+                pixels = np.array(image.convert("RGBA" if "A" in mode else "RGB"), dtype=np.uint8)
+            else:
+                labels = np.array(image.convert("L") if mode == "1" else image, dtype=np.uint8)
     except FileNotFoundError as error:
         raise EmvosInputError(f"{path}: no such {what} file; check the path") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise EmvosInputError(f"{path}: cannot read {what} ({error}); {_SAVE_AS_INDEXED}") from error
+    if colours and mode in _COLOUR_MODES:
+        labels, palette = labels_from_colours(pixels, path)
+        return MaskImage(labels=labels, palette=palette, mode="P")
     if opaque_alpha and mode in ("LA", "PA") and bool(np.all(labels[..., 1] == 255)):
         labels, mode = np.ascontiguousarray(labels[..., 0]), mode[0]
     if mode not in ("P", "L", "1"):
@@ -124,18 +147,29 @@ def read_label_png(path: str | Path, *, what: str = "mask", opaque_alpha: bool =
     return MaskImage(labels=labels, palette=palette, mode="P" if mode == "P" else "L")
 
 
-def read_mask(path: str | Path) -> MaskImage:
-    """Read a user's object mask (:func:`read_label_png`) that must show at least one object.
+def read_mask(path: str | Path, *, max_objects: int | None = OBJECT_LIMIT) -> MaskImage:
+    """Read a user's object mask (:func:`read_label_png`, colour masks accepted) that must show an object.
+
+    Anti-aliased greyscale masks are thresholded, with an :class:`~emvos.errors.EmvosInputWarning`
+    (:func:`~emvos.io.mask_repair.threshold_antialiased`).
+
+    Args:
+        path: The PNG file.
+        max_objects: More object ids than this is an error (``None``: no limit).
 
     Raises:
-        EmvosInputError: as :func:`read_label_png`, or the mask contains no object.
+        EmvosInputError: as :func:`read_label_png`, or the mask contains no object, or more than
+            ``max_objects`` objects.
     """
-    mask = read_label_png(path)
+    mask = read_label_png(path, colours=True)
     if not mask.labels.any():
         raise EmvosInputError(
             f"{path}: mask has no object (every pixel is 0 = background); draw at least one object "
             "or leave this mask out"
         )
+    if mask.mode == "L":
+        mask = MaskImage(labels=threshold_antialiased(mask.labels, path), palette=None, mode="L")
+    check_object_count(mask.object_ids, path, max_objects)
     return mask
 
 
@@ -212,17 +246,21 @@ def collect_masks(
     frame_names: Sequence[str],
     *,
     frame_size: tuple[int, int] | None = None,
+    max_objects: int | None = OBJECT_LIMIT,
 ) -> dict[int, tuple[Path, MaskImage]]:
     """Read the user's masks and assign each to the frame it annotates.
 
     A mask belongs to the frame whose name equals the mask file's stem (``00042.png`` -> the frame
-    named ``00042``). A lone mask whose stem matches no frame annotates the first frame. Masks at
-    later frames introduce objects that appear mid-video.
+    named ``00042``). A lone mask whose stem matches no frame annotates the first frame, unless
+    the stem is a number other than 0 (``00099.png``): that names a frame the video does not have. Masks at
+    later frames introduce objects that appear mid-video. A mask whose aspect ratio is the
+    frames' but not its size is resized to them, with a warning.
 
     Args:
         spec: One folder of ``.png`` masks, or one or more mask files.
         frame_names: The name of every frame, in order (:attr:`FrameSource.names`).
         frame_size: ``(H, W)`` of the frames; when given, every mask is checked against it.
+        max_objects: see :func:`read_mask`.
 
     Returns:
         ``{frame index: (mask path, mask)}``, ascending by frame index.
@@ -230,7 +268,8 @@ def collect_masks(
     Raises:
         EmvosInputError: a path does not exist, a folder has no masks, a mask is invalid (see
             :func:`read_mask`), several masks are given and one matches no frame, two masks
-            annotate the same frame, or a mask's size differs from ``frame_size``.
+            annotate the same frame, a lone mask is named after a frame the video lacks, or a
+            mask's aspect ratio differs from the frames'.
     """
     files = _mask_files(spec)
     index_of = {name: index for index, name in enumerate(frame_names)}
@@ -243,6 +282,11 @@ def collect_masks(
                     f"{file}: matches no frame (no frame is named {file.stem!r}); with several masks, "
                     "name each after the frame it annotates, e.g. 00000.png for the first frame"
                 )
+            if file.stem.isdigit() and int(file.stem) > 0:
+                raise EmvosInputError(
+                    f"{file}: names frame {file.stem}, but the video has {len(frame_names)} frames "
+                    f"({frame_names[0]} .. {frame_names[-1]}); rename it after the frame it annotates"
+                )
             index = 0
         if index in assigned:
             raise EmvosInputError(
@@ -253,8 +297,12 @@ def collect_masks(
     masks: dict[int, tuple[Path, MaskImage]] = {}
     for index in sorted(assigned):
         file = assigned[index]
-        mask = read_mask(file)
-        if frame_size is not None:
-            check_mask_size(mask, frame_size, file)
+        mask = read_mask(file, max_objects=max_objects)
+        if frame_size is not None and mask.size != tuple(frame_size):
+            resized = fit_to_frame(mask.labels, frame_size, file)
+            if resized is None:
+                check_mask_size(mask, frame_size, file)  # the aspect ratios differ: raises
+            else:
+                mask = MaskImage(labels=resized, palette=mask.palette, mode=mask.mode)
         masks[index] = (file, mask)
     return masks

@@ -6,10 +6,11 @@ PNGs on several), so encoding overlaps the caller's compute, and both write atom
 appears under its final name only once it is complete (it is written to a hidden temporary name
 in the same folder, then ``os.replace``\\ d).
 
-When the ``with`` block ends with an exception (including ``KeyboardInterrupt``), queued frames
-that were not started are dropped. :class:`LabelWriter` keeps the PNGs already finished, since each
-is a complete, valid result for its frame and a rerun overwrites them; no half-written PNG is ever
-left. :class:`OverlayWriter` discards the unfinished video, since an mp4 is only valid once closed.
+When the ``with`` block ends with an exception, queued frames that were not started are dropped.
+:class:`LabelWriter` keeps the PNGs already finished, since each is a complete, valid result for its
+frame; no half-written PNG is ever left. :class:`OverlayWriter` discards the unfinished video, since
+an mp4 is only valid once closed, except after ``KeyboardInterrupt`` (Ctrl-C): then the frames
+already given are encoded and the video is closed, playable, with the finished frames.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from emvos.errors import EmvosInputError
 from emvos.io._background import BackgroundWorker
 from emvos.io.files import cannot_write
-from emvos.io.masks import MaskMode, describe_array, full_palette, write_label_png
+from emvos.io.masks import DAVIS_PALETTE, MaskMode, describe_array, full_palette, write_label_png
 from emvos.io.mp4 import Mp4Writer, video_codec
 
 #: How many frames may wait for encoding before ``write`` blocks, by default.
@@ -208,6 +209,14 @@ def overlay(
     return result
 
 
+def greyscale_overlay_palette() -> list[int]:
+    """The palette overlays of greyscale (mode ``L``) masks are drawn with: the DAVIS palette, but id
+    255 (the object of a 0/255 mask, whose DAVIS colour is a pale cream) in id 1's red."""
+    palette = list(DAVIS_PALETTE)
+    palette[3 * 255 : 3 * 256] = DAVIS_PALETTE[3:6]
+    return palette
+
+
 class OverlayWriter:
     """Writes an mp4 of frames with their masks drawn on (see :func:`overlay`), on a background thread.
 
@@ -217,7 +226,7 @@ class OverlayWriter:
     so the video is at most one pixel larger than the frames (cropping would drop mask pixels).
 
     The video is written to a hidden temporary file next to ``path`` and renamed to ``path`` when
-    the ``with`` block ends without error; on error it is deleted.
+    the ``with`` block ends without error or with ``KeyboardInterrupt``; on another error it is deleted.
 
     Args:
         path: Output ``.mp4`` file; its folder is created if missing.
@@ -301,4 +310,4 @@ class OverlayWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close(discard_pending=exc_type is not None)
+        self.close(discard_pending=exc_type is not None and not issubclass(exc_type, KeyboardInterrupt))

@@ -24,6 +24,7 @@ const app = {
   polygon: [],            // vertices [x, y] in image pixels
   pointer: null,          // last pointer position in image pixels
   stroke: null,           // {id, last: [x, y]} while drawing
+  prompt: null,           // {frame, id, base, box, clicks, drag} while the Box / Click tools refine an object
   loadToken: 0,
   saving: Promise.resolve(),
   playing: null,
@@ -261,6 +262,30 @@ function closePolygon(erase) {
   drawCursor();
 }
 
+function startPrompt() {
+  if (!app.prompt || app.prompt.frame !== app.frame || app.prompt.id !== app.activeId) {
+    pushUndo();
+    app.prompt = {frame: app.frame, id: app.activeId, base: app.labels.slice(), box: null, clicks: [], drag: null};
+  }
+  return app.prompt;
+}
+
+async function runPrompt(prompt) {
+  const response = await api(`/api/frames/${prompt.frame}/prompt`, {
+    method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({box: prompt.box, clicks: prompt.clicks}),
+  });
+  if (!response.ok || app.prompt !== prompt || app.frame !== prompt.frame) return;
+  const mask = new Uint8Array(await response.arrayBuffer());
+  const labels = prompt.base.slice();
+  for (let p = 0; p < labels.length; p++) {
+    if (mask[p]) labels[p] = prompt.id;
+    else if (labels[p] === prompt.id) labels[p] = 0;
+  }
+  app.labels = labels;
+  commitEdit();
+}
+
 function onPointerDown(event) {
   if (!video() || !app.labels || event.button !== 0) return;
   event.preventDefault();
@@ -279,6 +304,15 @@ function onPointerDown(event) {
     if (x < 0 || y < 0 || x >= v.width || y >= v.height) return;
     pushUndo();
     if (floodFill(x, y, erase ? 0 : app.activeId)) commitEdit(); else app.undo.pop();
+  } else if (app.tool === "box") {
+    $("cursor").setPointerCapture(event.pointerId);
+    const prompt = startPrompt();
+    prompt.drag = [point, point];
+  } else if (app.tool === "click") {
+    const prompt = startPrompt();
+    prompt.clicks.push([point[0], point[1], !erase]);
+    drawCursor();
+    runPrompt(prompt);
   } else if (app.tool === "polygon") {
     const first = app.polygon[0];
     const scale = $("cursor").getBoundingClientRect().width / video().width;
@@ -294,6 +328,7 @@ function onPointerDown(event) {
 function onPointerMove(event) {
   if (!video()) return;
   app.pointer = imagePoint(event);
+  if (app.prompt && app.prompt.drag) app.prompt.drag[1] = app.pointer;
   if (app.stroke) {
     paintLine(app.stroke.last, app.pointer, app.stroke.id);
     app.stroke.last = app.pointer;
@@ -303,6 +338,17 @@ function onPointerMove(event) {
 }
 
 function onPointerUp() {
+  const prompt = app.prompt;
+  if (prompt && prompt.drag) {
+    const [[ax, ay], [bx, by]] = prompt.drag;
+    prompt.drag = null;
+    if (Math.abs(bx - ax) >= 2 && Math.abs(by - ay) >= 2) {
+      prompt.box = [Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by)];
+      runPrompt(prompt);
+    }
+    drawCursor();
+    return;
+  }
   if (!app.stroke) return;
   app.stroke = null;
   commitEdit();
@@ -380,6 +426,23 @@ function drawCursor() {
     ctx.stroke();
     const [fx, fy] = toScreen(app.polygon[0]);
     ctx.strokeRect(fx - 4 * devicePixelRatio, fy - 4 * devicePixelRatio, 8 * devicePixelRatio, 8 * devicePixelRatio);
+  }
+  if (app.prompt && app.prompt.frame === app.frame && (app.tool === "box" || app.tool === "click")) {
+    const prompt = app.prompt;
+    const box = prompt.drag ? [...prompt.drag[0], ...prompt.drag[1]] : prompt.box;
+    ctx.lineWidth = 2 * devicePixelRatio;
+    if (box) {
+      const [ax, ay] = toScreen([box[0], box[1]]), [bx, by] = toScreen([box[2], box[3]]);
+      ctx.strokeStyle = "#ffffff";
+      ctx.strokeRect(ax, ay, bx - ax, by - ay);
+    }
+    for (const [x, y, positive] of prompt.clicks) {
+      const [sx, sy] = toScreen([x, y]);
+      ctx.beginPath();
+      ctx.arc(sx, sy, 5 * devicePixelRatio, 0, 2 * Math.PI);
+      ctx.fillStyle = positive ? "#22cc44" : "#ee3333";
+      ctx.fill();
+    }
   }
   if (app.pointer && (app.tool === "brush" || app.tool === "eraser")) {
     const [x, y] = toScreen(app.pointer);
@@ -544,6 +607,7 @@ async function propagate(direction) {
 function setTool(tool) {
   app.tool = tool;
   app.polygon = [];
+  app.prompt = null;
   for (const button of document.querySelectorAll(".tool")) button.classList.toggle("active", button.dataset.tool === tool);
   drawCursor();
 }
@@ -569,6 +633,7 @@ function addObject() {
 }
 
 function undo() {
+  app.prompt = null;
   const previous = app.undo.pop();
   if (!previous) return;
   app.labels = previous.labels;
@@ -705,6 +770,7 @@ function onKey(event) {
     Home: () => loadFrame(0), End: () => loadFrame(video().frames - 1),
     " ": togglePlay,
     b: () => setTool("brush"), e: () => setTool("eraser"), p: () => setTool("polygon"), f: () => setTool("fill"),
+    x: () => setTool("box"), c: () => setTool("click"),
     "[": () => setSize(app.size - Math.max(1, Math.round(app.size / 8))),
     "]": () => setSize(app.size + Math.max(1, Math.round(app.size / 8))),
     n: addObject, h: () => { $("showMaskInput").checked = !$("showMaskInput").checked; draw(); },
