@@ -265,9 +265,26 @@ function closePolygon(erase) {
 function startPrompt() {
   if (!app.prompt || app.prompt.frame !== app.frame || app.prompt.id !== app.activeId) {
     pushUndo();
-    app.prompt = {frame: app.frame, id: app.activeId, base: app.labels.slice(), box: null, clicks: [], drag: null};
+    app.prompt = {frame: app.frame, id: app.activeId, base: app.labels.slice(), box: objectBox(app.activeId),
+                  clicks: [], drag: null};
   }
   return app.prompt;
+}
+
+// The box [x0, y0, x1, y1] around the object's pixels in this frame (null if it has none): clicks on
+// an object that is already drawn refine its mask within that box.
+function objectBox(id) {
+  const width = video().width;
+  let x0 = Infinity, y0 = Infinity, x1 = -1, y1 = -1;
+  for (let p = 0; p < app.labels.length; p++) {
+    if (app.labels[p] !== id) continue;
+    const x = p % width, y = Math.floor(p / width);
+    if (x < x0) x0 = x;
+    if (x > x1) x1 = x;
+    if (y < y0) y0 = y;
+    if (y > y1) y1 = y;
+  }
+  return x1 < 0 ? null : [x0, y0, x1 + 1, y1 + 1];
 }
 
 async function runPrompt(prompt) {
@@ -312,7 +329,7 @@ function onPointerDown(event) {
     const prompt = startPrompt();
     prompt.clicks.push([point[0], point[1], !erase]);
     drawCursor();
-    runPrompt(prompt);
+    if (prompt.box || prompt.clicks.some((click) => click[2])) runPrompt(prompt);
   } else if (app.tool === "polygon") {
     const first = app.polygon[0];
     const scale = $("cursor").getBoundingClientRect().width / video().width;
