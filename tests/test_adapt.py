@@ -162,3 +162,12 @@ def test_segment_rejects_a_negative_adapt(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "emvos", "segment", str(frames), "--mask", str(tmp_path / "mask.png"),
                            "--out", str(tmp_path / "out"), "--adapt", "-1"], capture_output=True, text=True)
     assert done.returncode == 2 and "--adapt" in done.stderr
+
+
+def test_joint_clips_track_a_bounded_number_of_objects(network: EMVOS) -> None:
+    image, _ = _tensors(*_scene())
+    labels = (torch.arange(H * W) % 30 + 1).view(H, W)  # 30 interleaved objects, all in every window
+    few, report = adapt_network(network, image, labels, AdaptSettings(steps=3, variants=2, joint_objects=4))
+    assert report.steps == 3 and np.isfinite(report.last_loss)
+    with pytest.raises(ValueError, match="joint_objects"):
+        AdaptSettings(joint_objects=0)

@@ -175,7 +175,7 @@ def test_ctrl_c_keeps_a_playable_overlay_of_the_finished_frames(tmp_path: Path) 
         assert sum(1 for _ in container.decode(video=0)) == 5
 
 
-@pytest.mark.slow  # test-time adaptation on 120 objects: about 10 minutes of a loaded 2-core CPU
+@pytest.mark.slow  # test-time adaptation on 120 objects (joint clips of 8): about 20 s
 def test_many_objects_need_confirming(frames: Path, tmp_path: Path, checkpoint: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     labels = (np.arange(H * W) % 120 + 1).astype(np.uint8).reshape(H, W)

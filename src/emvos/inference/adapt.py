@@ -55,6 +55,8 @@ class AdaptSettings:
             window together, their predictions combined by soft aggregation as in inference, so that
             neighbouring objects learn to keep apart. Otherwise (and always on a frame with one
             object) each clip tracks one object alone, as in training.
+        joint_objects: most objects a joint clip tracks (its own and others drawn at random): a
+            step's cost grows with them.
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -73,6 +75,7 @@ class AdaptSettings:
     keys: bool = True
     again: bool = True
     joint: bool = True
+    joint_objects: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class AdaptSettings:
             raise ValueError(f"clip_len must be >= 2 (a given frame and a predicted one), got {self.clip_len}")
         if self.crop < 16:
             raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
+        if self.joint_objects < 1:
+            raise ValueError(f"joint_objects must be >= 1, got {self.joint_objects}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -211,8 +216,8 @@ def _crop_features(features: Features, index: Tensor, top: int, left: int, heigh
     return Features(cut(features.s4, 4), cut(features.s8, 8), cut(features.s16, 16))
 
 
-def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor,
-                window: tuple[int, int, int, int]) -> Tensor:
+def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, window: tuple[int, int, int, int],
+                tracked: int, limit: int, generator: torch.Generator) -> Tensor:
     """Cross-entropy of one clip whose visible objects are tracked together, as inference does.
 
     Args:
@@ -221,6 +226,10 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor,
         ids: ``(V, H, W)`` object ids of every variant.
         order: ``(L,)`` the clip's variants; the first one is given.
         window: ``(top, left, height, width)`` crop, aligned to the stride.
+        tracked: the object the clip was drawn for (always tracked).
+        limit: most objects tracked together; beyond it, ``tracked`` and others drawn at random,
+            the pixels of the objects left out being left out of the loss.
+        generator: source of that draw.
 
     Returns:
         The mean over the predicted frames of the pixel-wise cross-entropy of the aggregated
@@ -230,9 +239,15 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor,
     crops = ids[order, top:top + height, left:left + width]  # (L, h, w)
     objects = [int(i) for i in torch.unique(crops[0]) if i != 0]
     lut = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=ids.device)
+    if len(objects) > limit:  # the cost grows with the objects: track a few, ignore the others' pixels
+        others = [oid for oid in objects if oid != tracked]
+        lut[torch.tensor(others, device=ids.device)] = -100  # F.nll_loss's ignore_index
+        picked = torch.randperm(len(others), generator=generator)[:limit - 1].tolist()
+        objects = sorted([tracked, *(others[i] for i in picked)])
     lut[torch.tensor(objects, device=ids.device)] = torch.arange(1, len(objects) + 1, device=ids.device)
-    targets = lut[crops]  # (L, h, w) in 0..O
-    one_hot = F.one_hot(targets[0], len(objects) + 1).permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
+    targets = lut[crops]  # (L, h, w) in 0..O, or -100 for objects left out
+    given = F.one_hot(targets[0].clamp_min(0), len(objects) + 1)  # objects left out: background in the given frame
+    one_hot = given.permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
     embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *window))
                   for t in range(len(order))]
     first = Reference(embeddings[0].keys, downsample_mask(torch.stack([1 - one_hot, one_hot], 1),
@@ -296,8 +311,8 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
         clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
         if settings.joint and len(object_ids) > 1:
-            loss = torch.stack([_joint_loss(adapted, features, ids, order, window)
-                                for order, _, window in clips]).mean()
+            loss = torch.stack([_joint_loss(adapted, features, ids, order, window, oid, settings.joint_objects,
+                                            generator) for order, oid, window in clips]).mean()
         else:
             loss = _one_object_loss(adapted, features, ids, clips)
         optimizer.zero_grad(set_to_none=True)
