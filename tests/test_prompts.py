@@ -6,13 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from emvos.cli import main
-from emvos.model.checkpoint import save_checkpoint
-from emvos.model.config import ModelConfig
-from emvos.model.network import EMVOS
 from emvos.prompts import Click, next_click, parse_box, parse_click, prompt_mask
 
 H, W = 64, 96
@@ -72,14 +68,6 @@ def test_parsing() -> None:
         parse_click("3,4,?")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None))
-    return path
-
-
 def _frames(root: Path, n: int = 3) -> Path:
     folder = root / "frames"
     folder.mkdir()
@@ -88,12 +76,12 @@ def _frames(root: Path, n: int = 3) -> Path:
     return folder
 
 
-def test_segment_from_a_box_at_a_later_frame(tmp_path: Path, checkpoint: Path,
+def test_segment_from_a_box_at_a_later_frame(tmp_path: Path, tiny_checkpoint: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     frames = _frames(tmp_path)
     out = tmp_path / "out"
     code = main(["segment", str(frames), "--box", "24,12,77,49", "--frame", "1", "--object", "3", "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--quiet", "--threads", "1"])
+                 "--checkpoint", str(tiny_checkpoint), "--quiet", "--threads", "1"])
     assert code == 0
     assert "-> object 3" in capsys.readouterr().out
     given = np.array(Image.open(out / "00001.png"))
@@ -107,10 +95,10 @@ def test_segment_from_a_box_at_a_later_frame(tmp_path: Path, checkpoint: Path,
     (["--click", "5,5", "--frame", "7"], "--frame 7"),
     ([], "--mask, or point at one object with --box/--click"),
 ])
-def test_bad_prompts_stop_before_work(argv: list[str], message: str, tmp_path: Path, checkpoint: Path,
+def test_bad_prompts_stop_before_work(argv: list[str], message: str, tmp_path: Path, tiny_checkpoint: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     frames = _frames(tmp_path)
-    code = main(["segment", str(frames), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+    code = main(["segment", str(frames), "--out", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint),
                  "--quiet", *argv])
     assert code == 2
     assert message in capsys.readouterr().err
