@@ -106,6 +106,23 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path: Path) -> No
     assert loss_rows == [(r["step"], r["loss"]) for r in csv_rows(tmp_path / "full") if r["loss"]]
 
 
+def test_a_new_run_can_start_from_given_weights(tmp_path: Path) -> None:
+    Trainer(tiny_config(tmp_path / "first"), progress=False).fit(until=2)
+    given = load_model(tmp_path / "first" / "last.pt").state_dict()
+    fresh = Trainer(tiny_config(tmp_path / "fresh"), progress=False).model.state_dict()
+    started = Trainer(tiny_config(tmp_path / "second", init=str(tmp_path / "first" / "last.pt")), progress=False)
+    state = started.model.state_dict()
+    assert all(torch.equal(state[k], given[k]) for k in given)
+    assert not all(torch.equal(state[k], fresh[k]) for k in fresh if not k.startswith("encoder."))
+    assert started.fit(until=1).step == 1  # and it trains on from there
+    with pytest.raises(EmvosInputError, match="differs from the config's model"):
+        Trainer(tiny_config(tmp_path / "third", init=str(tmp_path / "first" / "last.pt"),
+                            model={"encoder": "tiny-test", "key_channels": 4, "decoder_widths": [8, 8, 8]}),
+                progress=False)
+    with pytest.raises(EmvosInputError, match="no such weight file"):
+        Trainer(tiny_config(tmp_path / "fourth", init=str(tmp_path / "missing.pt")), progress=False)
+
+
 def test_checkpoints_are_self_describing_and_load_with_weights_only(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     Trainer(config, progress=False).fit(until=2)

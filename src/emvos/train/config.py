@@ -121,6 +121,9 @@ class TrainConfig:
         stages: the training stages, run in order.
         optim: Adam's settings.
         val: validation on held-out sequences.
+        init: weights a new run starts from instead of a fresh initialisation: a checkpoint or exported
+            weight file (its model must be ``model``), or ``shipped`` for the model inside the package;
+            empty: a fresh network. ``em_logit_std`` does not rescale initialised weights.
         swap_attach_p: probability that a batch gets swap-and-attach augmentation.
         em_logit_std: when positive, a new run rescales the equalized branch's key projection so its
             logits have this standard deviation on the first training clips
@@ -145,6 +148,7 @@ class TrainConfig:
     stages: list[StageConfig] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
     val: ValConfig = field(default_factory=ValConfig)
+    init: str = ""
     swap_attach_p: float = 0.2
     em_logit_std: float = 0.0
     out: str = "runs/emvos"

@@ -23,6 +23,9 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
   cached features (``scales``, ``cache_dir``, and the ``davis`` scan options): built on first use
   from the network's encoder, reused afterwards; no photometric augmentation and no swap-and-attach.
 * ``ytvos``: :class:`emvos.data.YTVOSClips` (``split``, ``videos``, ``exclude``, ...).
+* ``composite``: :class:`emvos.data.composite.CompositeClips`, multi-object copy-paste composites of
+  DAVIS clips (``max_pasted``, ``plain_p``, ``lookalike_p``, ``scale``, ``speed``, ``behind_p`` and
+  the ``davis`` scan options).
 * ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
 * ``distractors``: :class:`emvos.data.DistractorClips`, targets among look-alike distractors rendered on
   the fly (``difficulty`` and the knobs of :class:`emvos.data.synthetic.DistractorSettings`,
@@ -53,6 +56,7 @@ from emvos.data import (
     image_folder_pairs,
 )
 from emvos.data.cached import CachedDavisClips
+from emvos.data.composite import CompositeClips
 from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
 
@@ -164,6 +168,7 @@ def _video_clips(cls: type[Dataset]) -> DatasetBuilder:
 
 register_dataset("davis")(_video_clips(DavisClips))
 register_dataset("ytvos")(_video_clips(YTVOSClips))
+register_dataset("composite")(_video_clips(CompositeClips))
 
 
 @register_dataset("davis-cached", uses_encoder=True)

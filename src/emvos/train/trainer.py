@@ -49,8 +49,8 @@ from emvos.data import swap_and_attach
 from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import resolve_device
+from emvos.inference.settings import SHIPPED_MODEL
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
-from emvos.model.config import ModelConfig
 from emvos.model.encoders import build_encoder
 from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
@@ -144,6 +144,21 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise EmvosInputError(f"{path}: not an emvos training checkpoint (no optimizer state or progress); "
                               "resume from a last.pt written by emvos train")
     return data
+
+
+def init_weights(init: str) -> Path | None:
+    """The weight file :attr:`TrainConfig.init` names (``shipped``: the package's model), or ``None`` when empty.
+
+    Raises:
+        EmvosInputError: the file does not exist.
+    """
+    if not init:
+        return None
+    path = SHIPPED_MODEL if init == "shipped" else Path(init)
+    if not path.is_file():
+        raise EmvosInputError(f"{init}: no such weight file to start from; set init to a checkpoint, "
+                              "'shipped' (the package's model) or '' (a fresh network)")
+    return path
 
 
 def stage_dataset(config: TrainConfig, index: int, encoder: NamedEncoder | None = None) -> Dataset:
@@ -321,9 +336,10 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         checkpoint = read_training_checkpoint(resume) if resume is not None else None
-        self.model: EMVOS = (load_model(resume) if resume is not None else EMVOS(config.model)).to(self.device).eval()
-        if checkpoint is not None and ModelConfig.from_dict(checkpoint["config"]) != config.model:
-            raise EmvosInputError(f"{resume}: the checkpoint's model {checkpoint['config']} differs from the "
+        source = resume if resume is not None else init_weights(config.init)
+        self.model: EMVOS = (load_model(source) if source is not None else EMVOS(config.model)).to(self.device).eval()
+        if source is not None and self.model.config != config.model:
+            raise EmvosInputError(f"{source}: the checkpoint's model {self.model.config.to_dict()} differs from the "
                                   f"config's model {config.model.to_dict()}")
         for stage in config.stages:
             if stage.crop % self.model.stride:
@@ -352,7 +368,7 @@ class Trainer:
         self._resumed_from = resume
         if checkpoint is not None:
             self._restore(checkpoint, Path(resume))
-        elif config.em_logit_std > 0:
+        elif config.em_logit_std > 0 and not config.init:
             self._calibrate_equalized_keys()
         if self.average is None:
             self._start_average()
