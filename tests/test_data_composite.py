@@ -1,4 +1,4 @@
-"""Copy-paste composites (dataset kind ``composite``) on a tiny synthetic DAVIS-2016 folder.
+"""Copy-paste composites (dataset kind ``composite``) and crowd benchmarks on a tiny synthetic DAVIS-2016 folder.
 
 Each synthetic frame shows one red square (the sequence's object) on a blue background, so every
 object of a composite, pasted or not, is red: the target's mask must lie on red pixels, and the red
@@ -7,6 +7,7 @@ pixels it leaves out are the other objects, which are background.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+from emvos.cli import main
 from emvos.data import DavisClips
 from emvos.data.composite import CompositeClips
+from emvos.data.crowd import ping_pong, write_crowd_benchmark
+from emvos.errors import EmvosInputError
+from emvos.io.masks import read_label_png
 from emvos.train.config import DataConfig
 from emvos.train.datasets import build_dataset
 
@@ -109,3 +114,67 @@ def test_the_composite_kind_leaves_out_the_held_out_sequences(davis: Path) -> No
     dataset = build_dataset(data, clip_len=LENGTH, size=SIZE, seed=0, exclude=["b"])
     assert isinstance(dataset, CompositeClips)
     assert [video.name for video in dataset.clips.videos] == ["a"]
+
+
+# -- the crowd benchmark -----------------------------------------------------------------------------
+def write_crowd(out: Path, davis: Path, **options: object) -> list[str]:
+    settings: dict[str, object] = {"source": davis, "sequences": ["a", "b"], "videos": 2, "objects": 6,
+                                   "length": 12, "size": (72, 100), "seed": 1, "area": (60.0, 400.0)}
+    return write_crowd_benchmark(out, **(settings | options))  # type: ignore[arg-type]
+
+
+def test_ping_pong_plays_forwards_then_backwards() -> None:
+    assert [ping_pong(t, 4) for t in range(9)] == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert [ping_pong(t, 1) for t in range(3)] == [0, 0, 0]
+
+
+def test_crowd_videos_hold_the_pasted_objects_where_their_pixels_are(tmp_path: Path, davis: Path) -> None:
+    names = write_crowd(tmp_path / "crowd", davis)
+    assert names == ["crowd-0000", "crowd-0001"]
+    root = tmp_path / "crowd"
+    assert (root / "ImageSets" / "2017" / "val.txt").read_text().split() == names
+    metadata = json.loads((root / "crowd.json").read_text())
+    for name, record in zip(names, metadata["videos_written"], strict=True):
+        frames = sorted((root / "JPEGImages" / "480p" / name).iterdir())
+        assert len(frames) == 12
+        first = read_label_png(root / "Annotations" / "480p" / name / "00000.png").labels
+        assert first.shape == (72, 100) and int(first.max()) <= 6
+        assert record["first_frame_areas"] == np.bincount(first.ravel(), minlength=7)[1:].tolist()
+        assert sum(area > 0 for area in record["first_frame_areas"][1:]) >= 3  # most pasted objects are visible
+        for t in (0, 7):
+            labels = read_label_png(root / "Annotations" / "480p" / name / f"{t:05d}.png").labels
+            pixels = np.asarray(Image.open(frames[t]).convert("RGB"), dtype=np.int16)
+            inner = labels[1:-1, 1:-1]
+            solid = (inner > 0) & (inner == labels[:-2, 1:-1]) & (inner == labels[2:, 1:-1]) \
+                & (inner == labels[1:-1, :-2]) & (inner == labels[1:-1, 2:])
+            on_red = np.abs(pixels[1:-1, 1:-1] - RED).max(axis=-1) < 60
+            assert on_red[solid].mean() > 0.9  # every object, pasted or not, is a red square
+
+
+def test_crowd_benchmarks_are_reproducible(tmp_path: Path, davis: Path) -> None:
+    write_crowd(tmp_path / "one", davis, videos=1)
+    write_crowd(tmp_path / "two", davis, videos=1)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes()
+               for f in files if f.name != "crowd.json")
+
+
+@pytest.mark.parametrize(("option", "named"), [({"objects": 0}, "--objects"), ({"objects": 255}, "--objects"),
+                                               ({"length": 2}, "--frames"), ({"area": (0.0, 5.0)}, "--area"),
+                                               ({"sequences": ["a", "nope"]}, "nope")])
+def test_crowd_arguments_are_checked_before_writing(tmp_path: Path, davis: Path, option: dict[str, object],
+                                                    named: str) -> None:
+    with pytest.raises(EmvosInputError, match=named):
+        write_crowd(tmp_path / "out", davis, **option)
+    assert not (tmp_path / "out" / "JPEGImages").exists()
+
+
+def test_synth_crowd_command(tmp_path: Path, davis: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["synth", "crowd", "--source", str(davis), "--sequences", "a,b", "--objects", "4", "--frames", "5",
+            "--size", "100x72", "--quiet"]
+    assert main([*args, "--area", "60,300", "--out", str(tmp_path / "crowd")]) == 0
+    assert "4 objects each" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "crowd")]) == 2  # not empty any more
+    assert main([*args, "--area", "big", "--out", str(tmp_path / "other")]) == 2
+    assert "--area" in capsys.readouterr().err

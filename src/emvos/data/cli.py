@@ -24,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "emvos benchmark and the davis training dataset.")
     generators = parser.add_subparsers(title="generators", metavar="GENERATOR", required=True)
     _add_distractors_parser(generators)
+    _add_crowd_parser(generators)
 
 
 def _add_distractors_parser(generators: argparse._SubParsersAction) -> None:
@@ -74,4 +75,50 @@ def run_distractors(args: argparse.Namespace) -> int:
             texture_source=args.texture_source, split=args.split, progress=lambda _: bar.update())
     height, width = size
     print(f"wrote {len(names)} videos of {args.frames} frames ({width}x{height}) -> {args.out}; {settings}")
+    return 0
+
+
+def _add_crowd_parser(generators: argparse._SubParsersAction) -> None:
+    parser = generators.add_parser(
+        "crowd", help="many real objects, most of them small, pasted into real videos",
+        description="Videos made of DAVIS sequences: each video is one sequence (its object is object 1) "
+                    "with more objects pasted in, each cut frame by frame from a sequence with its own motion, "
+                    "scaled to a random area (log-uniform within --area pixels, so most are small), drifting "
+                    "and occluding each other. Build it from sequences no model was trained on. The same "
+                    "arguments give identical files.")
+    parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the benchmark")
+    parser.add_argument("--source", type=Path, required=True, metavar="DAVIS_ROOT",
+                        help="DAVIS folder with JPEGImages/480p and Annotations/480p")
+    parser.add_argument("--sequences", required=True, help="comma-separated sequences giving scenes and objects")
+    parser.add_argument("--videos", type=int, default=1, help="number of videos (default 1)")
+    parser.add_argument("--objects", type=int, default=44, help="objects per video (default 44)")
+    parser.add_argument("--frames", type=int, default=100, help="frames per video (default 100)")
+    parser.add_argument("--size", default="1920x1080", metavar="WxH", help="frame size (default 1920x1080)")
+    parser.add_argument("--area", default="300,20000", metavar="MIN,MAX",
+                        help="range of the pasted objects' areas in pixels (default 300,20000)")
+    parser.add_argument("--speed", type=float, default=0.002,
+                        help="largest drift per frame, in shorter sides (default 0.002)")
+    parser.add_argument("--seed", type=int, default=0, help="non-negative seed (default 0)")
+    parser.add_argument("--split", default="val", help="name of the split file ImageSets/2017/NAME.txt (default val)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_crowd)
+
+
+def run_crowd(args: argparse.Namespace) -> int:
+    """Write the crowd benchmark; print where."""
+    from emvos.data.crowd import write_crowd_benchmark
+
+    size = parse_size(args.size, "--size")
+    try:
+        low, high = (float(v) for v in args.area.split(","))
+    except ValueError:
+        raise EmvosInputError(f"--area {args.area!r}: give two areas in pixels, e.g. 300,20000") from None
+    with tqdm(total=args.videos, unit="video", disable=args.quiet, desc="synth", delay=1.0) as bar:
+        names = write_crowd_benchmark(
+            args.out, source=args.source, sequences=[s for s in args.sequences.split(",") if s],
+            videos=args.videos, objects=args.objects, length=args.frames, size=size, seed=args.seed,
+            area=(low, high), speed=args.speed, split=args.split, progress=lambda _: bar.update())
+    height, width = size
+    print(f"wrote {len(names)} videos of {args.frames} frames ({width}x{height}), {args.objects} objects each "
+          f"-> {args.out}")
     return 0
