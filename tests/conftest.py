@@ -45,6 +45,15 @@ def davis2017_sample_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def coco128_root() -> Path:
+    """COCO128-seg (128 COCO images, YOLO segmentation polygons), or skip."""
+    root = _data_root() / "coco128-seg"
+    if not (root / "labels" / "train2017").is_dir():
+        pytest.skip(f"COCO128-seg not found at {root} (set EMVOS_TEST_DATA)")
+    return root
+
+
 class TinyEncoder(Encoder):
     """A small random encoder for tests where the backbone's weights are not the point."""
 

@@ -21,12 +21,14 @@ from torch.utils.data import DataLoader
 from emvos.data import (
     MAX_DRAWS,
     VIRTUAL_LENGTH,
+    SampleSkipped,
     DavisClips,
     StaticPseudoVideos,
     YTVOSClips,
     coco_instances,
     image_folder_pairs,
 )
+from emvos.data.static import yolo_instances
 from emvos.data.transforms import (
     balanced_crop,
     crop_image,
@@ -424,6 +426,42 @@ def test_coco_instances(tmp_path: Path) -> None:
         check_mask_follows_colour(dataset[k])
 
 
+def yolo_line(cls: int, mask: np.ndarray) -> str:
+    """The YOLO polygon line of a rectangular ``mask`` (its outer pixel edges, normalised)."""
+    ys, xs = np.nonzero(mask)
+    corners = [(xs.min(), ys.min()), (xs.max() + 1, ys.min()), (xs.max() + 1, ys.max() + 1), (xs.min(), ys.max() + 1)]
+    return f"{cls} " + " ".join(f"{x / WIDTH:.6f} {y / HEIGHT:.6f}" for x, y in corners)
+
+
+def test_yolo_instances_are_rasterised_largest_first(tmp_path: Path) -> None:
+    labels = frame_labels(0)
+    save_frame(tmp_path / "images" / "one.jpg", frame_pixels(0, labels))
+    save_frame(tmp_path / "images" / "unlabelled.jpg", frame_pixels(1, labels))
+    (tmp_path / "labels").mkdir()
+    # The smaller object first in the file: ids follow the area, largest first.
+    (tmp_path / "labels" / "one.txt").write_text(f"{yolo_line(7, labels == 2)}\n{yolo_line(0, labels == 1)}\n")
+    source = yolo_instances(tmp_path / "images", tmp_path / "labels")
+    assert len(source.items) == 1 and source.excluded == {"no_labels": 1}
+    _, decoded = source.items[0].load()
+    # Polygons through the outer pixel edges cover the objects up to a pixel at their borders.
+    for object_id in (1, 2):
+        assert (decoded == object_id)[labels == object_id].mean() > 0.9
+        assert (labels == object_id)[decoded == object_id].mean() > 0.9
+    dataset = StaticPseudoVideos(source, crop_size=SIZE)
+    for k in range(4):
+        check_sample(dataset[k], 5)
+        check_mask_follows_colour(dataset[k])
+
+
+def test_unreadable_yolo_labels_are_skipped(tmp_path: Path) -> None:
+    save_frame(tmp_path / "images" / "one.jpg", frame_pixels(0, frame_labels(0)))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "one.txt").write_text("3 0.1 0.2 0.3\n")
+    item = yolo_instances(tmp_path / "images", tmp_path / "labels").items[0]
+    with pytest.raises(SampleSkipped, match="one.txt:1"):
+        item.load()
+
+
 def test_coco_without_pycocotools_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "pycocotools", None)
     monkeypatch.setitem(__import__("sys").modules, "pycocotools.mask", None)
@@ -444,6 +482,12 @@ def test_real_davis_2017_clip(davis2017_sample_root: Path) -> None:
     dataset = DavisClips(davis2017_sample_root, year=2017, clip_length=4, crop_size=128)
     for k in range(3):
         check_sample(dataset[k], 4, 128)
+
+
+def test_real_coco128_pseudo_video(coco128_root: Path) -> None:
+    source = yolo_instances(coco128_root / "images" / "train2017", coco128_root / "labels" / "train2017")
+    assert len(source.items) >= 120
+    check_sample(StaticPseudoVideos(source, crop_size=SIZE)[0], 5)
 
 
 def test_real_static_pseudo_video(davis2016_root: Path) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from emvos.cli import main
 from emvos.errors import EmvosInputError
 from emvos.train import DataConfig, Trainer, build_dataset, config_from_dict, load_config, preset_names, save_config
+from emvos.train.datasets import MixedClips
+from emvos.train.trainer import stage_dataset
 
 MINIMAL = """
 stages:
@@ -172,3 +176,28 @@ def test_validation_sequences_are_left_out_of_training_data_from_their_folder(
     video_sequences = {v.name for v in video.videos}
     assert len(video_sequences) == 28 and not {"bear", "bus"} & video_sequences
     assert static_sequences == video_sequences - {"boat"}
+
+
+def test_a_mix_draws_its_parts_by_weight_and_leaves_out_held_out_sequences(davis2016_root: Path) -> None:
+    data = DataConfig(kind="mix", options={"parts": [
+        {"kind": "synthetic", "weight": 3.0},
+        {"kind": "composite", "root": str(davis2016_root), "options": {"year": 2016}, "weight": 1.0}]})
+    mix = build_dataset(data, clip_len=3, size=32, seed=5, exclude=["bear"])
+    assert isinstance(mix, MixedClips) and "bear" not in [v.name for v in mix.parts[1].clips.videos]
+    drawn = [int(np.random.default_rng([5, k]).choice(2, p=mix.p)) for k in range(400)]
+    assert 0.68 < drawn.count(0) / 400 < 0.82
+    k = drawn.index(1)
+    assert torch.equal(mix[k]["masks"], mix.parts[1][k]["masks"])
+    assert torch.equal(mix[drawn.index(0)]["frames"], mix.parts[0][drawn.index(0)]["frames"])
+    config = config_from_dict({"stages": [{"name": "s", "data": {"kind": "mix", "options": data.options},
+                                           "iterations": 1, "batch_size": 1, "clip_len": 3}],
+                               "val": {"root": str(davis2016_root), "sequences": ["bear"], "every": 1}})
+    assert "bear" not in [v.name for v in stage_dataset(config, 0).parts[1].clips.videos]
+
+
+@pytest.mark.parametrize("options", [{}, {"parts": []}, {"parts": [{"root": "x"}]}, {"parts": [{"kind": "mix"}]},
+                                     {"parts": [{"kind": "synthetic", "colour": 1}]},
+                                     {"parts": [{"kind": "synthetic", "weight": 0}]}])
+def test_bad_mixes_are_one_line_errors(options: dict[str, object]) -> None:
+    with pytest.raises(EmvosInputError, match="stage data"):
+        build_dataset(DataConfig(kind="mix", options=options), clip_len=3, size=32, seed=0)

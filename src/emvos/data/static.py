@@ -17,8 +17,8 @@ parameters are accumulated (angles and shears summed, scales multiplied) rather 
 composed.
 
 Sources: :func:`image_folder_pairs` (any folder of images with instance-mask PNGs, e.g. DAVIS
-frames used as static images) and :func:`coco_instances` (a COCO instances json; needs
-``pycocotools``).
+frames used as static images), :func:`coco_instances` (a COCO instances json; needs
+``pycocotools``) and :func:`yolo_instances` (YOLO segmentation polygons, e.g. COCO128-seg).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from emvos.data.transforms import (
 )
 from emvos.errors import EmvosInputError
 from emvos.io import FRAME_EXTENSIONS, natural_sort_key
+from emvos.io.formats import fill_polygons, read_yolo_polygons
 
 #: Largest number of COCO instances kept per image (ids must fit in a uint8 map).
 MAX_INSTANCES = 255
@@ -121,6 +122,41 @@ class CocoImage:
                     "unreadable", f"{self.image}: cannot decode instance {object_id} ({error!r})"
                 ) from error
         return image, labels
+
+
+@dataclass(frozen=True)
+class YoloImage:
+    """An image and its YOLO segmentation polygons (:func:`emvos.io.formats.read_yolo_polygons`).
+
+    Each polygon is one instance; instances get ids ``1, 2, ...`` largest first, and where they
+    overlap the later (smaller) one wins, as in :class:`CocoImage`. At most :data:`MAX_INSTANCES`.
+    """
+
+    image: Path
+    labels: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.image)
+
+    def load(self) -> tuple[Image.Image, Labels]:
+        image = read_rgb(self.image)
+        try:
+            polygons = [points for _, points in read_yolo_polygons(self.labels)]
+        except (OSError, ValueError) as error:
+            raise SampleSkipped("unreadable", f"{self.labels}: cannot read these polygons ({error})") from error
+        if not polygons:
+            raise SampleSkipped("empty_mask", f"{self.labels}: no instance")
+        width, height = image.size
+        largest_first = sorted(polygons, key=lambda p: -_polygon_area(p * (width, height)))[:MAX_INSTANCES]
+        labels = fill_polygons([(i, p) for i, p in enumerate(largest_first, start=1)], (height, width))
+        return image, labels
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Area of an ``(N, 2)`` polygon (shoelace formula)."""
+    x, y = points[:, 0], points[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
 
 
 @dataclass(frozen=True)
@@ -234,6 +270,30 @@ def coco_instances(annotations: str | Path, image_root: str | Path) -> StaticIma
         segmentations = tuple(segmentation for _, segmentation in largest_first)
         items.append(CocoImage(path, int(entry["height"]), int(entry["width"]), segmentations))
     return StaticImages(f"{annotations}", tuple(items), excluded)
+
+
+def yolo_instances(image_root: str | Path, label_root: str | Path) -> StaticImages:
+    """The images under ``image_root`` with a YOLO segmentation file ``label_root/<stem>.txt`` (e.g. COCO128-seg).
+
+    Returns:
+        The images; ``excluded["no_labels"]`` counts images without a label file.
+
+    Raises:
+        EmvosInputError: ``image_root`` does not exist.
+    """
+    image_root, label_root = Path(image_root), Path(label_root)
+    if not image_root.is_dir():
+        raise EmvosInputError(f"{image_root}: no such image folder; check the path")
+    items: list[StaticImage] = []
+    missing = 0
+    images = [p for p in image_root.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".")]
+    for path in sorted(images, key=lambda p: natural_sort_key(p.name)):
+        labels = label_root / f"{path.stem}.txt"
+        if labels.is_file():
+            items.append(YoloImage(path, labels))
+        else:
+            missing += 1
+    return StaticImages(f"{image_root}", tuple(items), {"no_labels": missing})
 
 
 class StaticPseudoVideos(ClipDataset):

@@ -226,21 +226,39 @@ def read_results(format: str, out_dir: str | Path, size: tuple[int, int] | None 
             labels[coco_mask.decode(segmentation).astype(bool)] = annotation["category_id"]
         return result
     if format == "yolo":
-        import cv2
-
         if size is None:
             raise ValueError("size: reading YOLO polygons needs the frame size (H, W)")
-        height, width = size
-        result = {}
-        for path in sorted(p for p in out.glob("*.txt") if p.name != YOLO_CLASSES):
-            labels = np.zeros(size, np.uint8)
-            for line in path.read_text().splitlines():
-                values = line.split()
-                points = np.array(values[1:], np.float64).reshape(-1, 2) * (width, height) - 0.5
-                cv2.fillPoly(labels, [np.round(points).astype(np.int32)], int(values[0]) + 1)
-            result[path.stem] = labels
-        return result
+        return {path.stem: fill_polygons([(cls + 1, points) for cls, points in read_yolo_polygons(path)], size)
+                for path in sorted(p for p in out.glob("*.txt") if p.name != YOLO_CLASSES)}
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+
+
+def read_yolo_polygons(path: str | Path) -> list[tuple[int, np.ndarray]]:
+    """The polygons of a YOLO segmentation file: ``(class, (N, 2) float64 x, y normalised to [0, 1])`` per line.
+
+    Raises:
+        ValueError: a line that is not a class followed by at least three ``x y`` pairs.
+    """
+    polygons = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        values = line.split()
+        if not values:
+            continue
+        if len(values) < 7 or len(values) % 2 == 0:
+            raise ValueError(f"{path}:{number}: a YOLO polygon line is a class and at least 3 x y pairs")
+        polygons.append((int(values[0]), np.array(values[1:], np.float64).reshape(-1, 2)))
+    return polygons
+
+
+def fill_polygons(polygons: Sequence[tuple[int, np.ndarray]], size: tuple[int, int]) -> np.ndarray:
+    """Rasterise ``(id, (N, 2) normalised x, y)`` polygons in order (later ones on top) into ``(H, W) uint8`` ids."""
+    import cv2
+
+    height, width = size
+    labels = np.zeros(size, np.uint8)
+    for object_id, points in polygons:
+        cv2.fillPoly(labels, [np.round(points * (width, height) - 0.5).astype(np.int32)], int(object_id))
+    return labels
 
 
 def _winner(object_ids: list[int], planes: np.ndarray) -> np.ndarray:

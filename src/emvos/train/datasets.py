@@ -18,6 +18,9 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
 * ``coco``: pseudo-videos of COCO images (needs ``pycocotools``): ``annotations`` (default
   ``annotations/instances_train2017.json``) and ``images`` (default ``train2017``) under ``root``,
   and the pseudo-video augmentation options.
+* ``yolo``: pseudo-videos of images with YOLO segmentation polygons, one instance per polygon (e.g.
+  COCO128-seg): ``images`` and ``labels`` (default ``images/train2017``, ``labels/train2017``) under
+  ``root``, and the pseudo-video augmentation options.
 * ``davis``: :class:`emvos.data.DavisClips` (``year``, ``split``, ``sequences``, ``exclude``, ...).
 * ``davis-cached``: :class:`emvos.data.cached.CachedDavisClips`, DAVIS clips of the frozen encoder's
   cached features (``scales``, ``cache_dir``, and the ``davis`` scan options): built on first use
@@ -27,6 +30,9 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
   DAVIS clips (``max_pasted``, ``plain_p``, ``lookalike_p``, ``scale``, ``speed``, ``behind_p`` and
   the ``davis`` scan options).
 * ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
+* ``mix``: :class:`MixedClips`, samples of several kinds mixed by weight: ``options: {parts: [{kind,
+  root, options, weight}, ...]}``; held-out sequences are left out of every part when one of them
+  reads the validation folder.
 * ``distractors``: :class:`emvos.data.DistractorClips`, targets among look-alike distractors rendered on
   the fly (``difficulty`` and the knobs of :class:`emvos.data.synthetic.DistractorSettings`,
   ``frame_size``); ``root``, optional, is a folder of photos to cut textures from.
@@ -55,6 +61,7 @@ from emvos.data import (
     coco_instances,
     image_folder_pairs,
 )
+from emvos.data.static import yolo_instances
 from emvos.data.cached import CachedDavisClips
 from emvos.data.composite import CompositeClips
 from emvos.data.features import NamedEncoder
@@ -205,6 +212,86 @@ def _build_coco(data: DataConfig, clip_len: int, size: int, seed: int, exclude: 
     _check_options(StaticPseudoVideos, data, kwargs)
     root = Path(data.root)
     return StaticPseudoVideos(coco_instances(root / annotations, root / images), **kwargs)
+
+
+@register_dataset("yolo")
+def _build_yolo(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    """Pseudo-videos of images with YOLO segmentation polygons (e.g. COCO128-seg)."""
+    options = _options(data, ())
+    images, labels = options.pop("images", "images/train2017"), options.pop("labels", "labels/train2017")
+    kwargs = _clip_kwargs(options, clip_len, size, seed)
+    _check_options(StaticPseudoVideos, data, kwargs)
+    root = Path(data.root)
+    return StaticPseudoVideos(yolo_instances(root / images, root / labels), **kwargs)
+
+
+class MixedClips(Dataset):
+    """Samples of several datasets mixed by weight: sample ``k`` comes from part ``i`` with probability ``w_i``.
+
+    The part is drawn from ``numpy.random.default_rng([seed, k])``; the sample is the part's own
+    sample ``k``, so a mix is as deterministic as its parts.
+
+    Args:
+        parts: the datasets (each of the same sample format).
+        weights: their relative weights, positive.
+        seed: the mix's seed.
+    """
+
+    def __init__(self, parts: Sequence[Dataset], weights: Sequence[float], seed: int) -> None:
+        if not parts or len(parts) != len(weights) or any(w <= 0 for w in weights):
+            raise ValueError(f"weights: one positive weight per part, got {list(weights)} for {len(parts)} parts")
+        self.parts, self.seed = list(parts), seed
+        self.p = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        """Sample ``k`` of the part drawn for ``k``."""
+        part = int(np.random.default_rng([self.seed, k]).choice(len(self.parts), p=self.p))
+        return self.parts[part][k]
+
+
+def mix_parts(data: DataConfig) -> list[tuple[DataConfig, float]]:
+    """The parts of a ``mix`` stage (``options: {parts: [{kind, root, options, weight}, ...]}``) with their weights.
+
+    Raises:
+        EmvosInputError: the parts are not a list of such mappings.
+    """
+    from emvos.train.config import DataConfig
+
+    parts = data.options.get("parts")
+    if set(data.options) != {"parts"} or not isinstance(parts, list) or not parts:
+        raise EmvosInputError("stage data (mix): options must be {parts: [{kind, root, options, weight}, ...]}")
+    result = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or "kind" not in part or not set(part) <= {"kind", "root", "options", "weight"}:
+            raise EmvosInputError(f"stage data (mix): part {i} must be a mapping with kind and optional root, "
+                                  f"options, weight; got {part!r}")
+        if part["kind"] not in _REGISTRY or part["kind"] == "mix" or uses_encoder(part["kind"]):
+            raise EmvosInputError(f"stage data (mix): part {i} has kind {part['kind']!r}; choose one of "
+                                  f"{', '.join(k for k in dataset_kinds() if k != 'mix' and not uses_encoder(k))}")
+        result.append((DataConfig(part["kind"], str(part.get("root", "")), dict(part.get("options") or {})),
+                       float(part.get("weight", 1.0))))
+    return result
+
+
+def data_roots(data: DataConfig) -> list[str]:
+    """The folders a stage's data reads (those of its parts for a ``mix``)."""
+    return [part.root for part, _ in mix_parts(data)] if data.kind == "mix" else [data.root]
+
+
+@register_dataset("mix", reads_files=False)
+def _build_mix(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
+    """Several kinds mixed by weight (:class:`MixedClips`); ``exclude`` goes to every part."""
+    parts = mix_parts(data)
+    for part, _ in parts:
+        check_data_root(part)
+    datasets = [build_dataset(part, clip_len, size, seed + 1 + i, exclude) for i, (part, _) in enumerate(parts)]
+    try:
+        return MixedClips(datasets, [w for _, w in parts], seed)
+    except ValueError as exc:
+        raise EmvosInputError(f"stage data (mix): {exc}") from None
 
 
 class IterationSampler(Sampler[list[int]]):

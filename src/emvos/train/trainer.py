@@ -55,7 +55,7 @@ from emvos.model.encoders import build_encoder
 from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
 from emvos.train.config import StageConfig, TrainConfig, save_config
-from emvos.train.datasets import IterationSampler, build_dataset, check_data_root, uses_encoder
+from emvos.train.datasets import IterationSampler, build_dataset, check_data_root, data_roots, uses_encoder
 from emvos.train.distributed import DistContext, distributed
 from emvos.train.monitor import Monitor
 from emvos.train.validation import HeldOutValidator
@@ -168,7 +168,8 @@ def stage_dataset(config: TrainConfig, index: int, encoder: NamedEncoder | None 
     ``encoder`` (the network's frozen encoder) is passed to kinds that read its cached features.
     """
     stage, val = config.stages[index], config.val
-    same_folder = bool(val.root and stage.data.root) and Path(val.root).resolve() == Path(stage.data.root).resolve()
+    same_folder = bool(val.root) and any(root and Path(val.root).resolve() == Path(root).resolve()
+                                         for root in data_roots(stage.data))
     return build_dataset(stage.data, stage.clip_len, stage.crop, derive_seed(config.seed, index),
                          exclude=val.sequences if same_folder else (),
                          encoder=encoder if uses_encoder(stage.data.kind) else None)
