@@ -103,7 +103,8 @@ def test_pasted_objects_make_more_objects_than_the_scene(davis: Path) -> None:
 
 
 @pytest.mark.parametrize("option", [{"max_pasted": 0}, {"plain_p": 1.5}, {"lookalike_p": -0.1},
-                                    {"scale": (0.0, 0.5)}, {"scale": (0.8, 0.4)}, {"speed": -1.0}])
+                                    {"scale": (0.0, 0.5)}, {"scale": (0.8, 0.4)}, {"speed": -1.0},
+                                    {"attach_p": 2.0}])
 def test_bad_options_are_value_errors_naming_them(davis: Path, option: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
         composites(davis, **option)
@@ -178,3 +179,14 @@ def test_synth_crowd_command(tmp_path: Path, davis: Path, capsys: pytest.Capture
     assert main([*args, "--out", str(tmp_path / "crowd")]) == 2  # not empty any more
     assert main([*args, "--area", "big", "--out", str(tmp_path / "other")]) == 2
     assert "--area" in capsys.readouterr().err
+
+
+def test_a_carried_object_moves_with_its_carrier(davis: Path) -> None:
+    dataset = composites(davis, attach_p=1.0)
+    source = {"frames": torch.ones(LENGTH, 3, SIZE, SIZE), "masks": torch.ones(LENGTH, SIZE, SIZE, dtype=torch.int64)}
+    carrier = np.array([[20.0 + 3 * t, 30.0 - 2 * t] for t in range(LENGTH)])  # (y, x) per frame
+    frames, ids = torch.zeros(LENGTH, 3, SIZE, SIZE), torch.zeros(LENGTH, SIZE, SIZE, dtype=torch.int64)
+    dataset._paste(frames, ids, source, object_id=2, side=10, rng=np.random.default_rng(0), carrier=carrier)
+    centres = np.array([torch.nonzero(ids[t] == 2).float().mean(0).numpy() for t in range(LENGTH)])
+    assert np.allclose(centres - centres[0], carrier - carrier[0], atol=0.51)
+    assert np.abs(centres[0] - carrier[0]).max() <= 5.5  # on the carrier: within half a side of its centre

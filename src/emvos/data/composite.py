@@ -49,6 +49,9 @@ class CompositeClips(ClipDataset):
         scale: Range of a pasted clip's side relative to the crop (log-uniform), within ``(0, 1]``.
         speed: Largest drift of a pasted object per frame, relative to the crop side.
         behind_p: Probability that a pasted object passes behind the scene's object.
+        attach_p: Probability that a pasted object is carried by the scene's object: placed on it
+            and moving with its centre, like a bag on a person (drawn only when positive, so that
+            samples without it stay as they were).
         year, split, sequences, exclude, resolution: The clips' source (see :class:`DavisClips`).
         clip_length: ``L``.
         crop_size: ``S``.
@@ -71,6 +74,7 @@ class CompositeClips(ClipDataset):
         scale: tuple[float, float] = (0.15, 0.8),
         speed: float = 0.03,
         behind_p: float = 0.3,
+        attach_p: float = 0.0,
         year: int = 2016,
         split: str | None = "train",
         sequences: Sequence[str] | None = None,
@@ -86,7 +90,8 @@ class CompositeClips(ClipDataset):
                          crop_ratio=crop_ratio)
         if max_pasted < 1:
             raise ValueError(f"max_pasted must be >= 1, got {max_pasted}")
-        for name, p in (("plain_p", plain_p), ("lookalike_p", lookalike_p), ("behind_p", behind_p)):
+        for name, p in (("plain_p", plain_p), ("lookalike_p", lookalike_p), ("behind_p", behind_p),
+                        ("attach_p", attach_p)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {p}")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
@@ -99,6 +104,7 @@ class CompositeClips(ClipDataset):
         self.excluded = self.clips.excluded
         self.max_pasted, self.plain_p, self.lookalike_p = max_pasted, plain_p, lookalike_p
         self.scale, self.speed, self.behind_p = (float(scale[0]), float(scale[1])), speed, behind_p
+        self.attach_p = attach_p
 
     def describe(self) -> str:
         return f"CompositeClips({self.clips.root})"
@@ -108,13 +114,17 @@ class CompositeClips(ClipDataset):
         if rng.random() < self.plain_p:
             return scene
         frames, ids = scene["frames"].clone(), scene["masks"].clone()  # id 1: the scene's object
+        carrier = _centres(scene["masks"]) if self.attach_p > 0 else None
         for j in range(int(rng.integers(1, self.max_pasted + 1))):
             lookalike = bool(rng.random() < self.lookalike_p)
+            attached = self.attach_p > 0 and not lookalike and bool(rng.random() < self.attach_p)
             source = scene if lookalike else self.clips._draw(rng)
             low = max(self.scale[0], 0.6) if lookalike else self.scale[0]
-            side = max(MIN_PASTE_SIDE, round(self.crop_size * math.exp(rng.uniform(math.log(low),
-                                                                                     math.log(self.scale[1])))))
-            self._paste(frames, ids, source, object_id=j + 2, side=side, rng=rng)
+            high = min(self.scale[1], 0.45) if attached else self.scale[1]
+            side = max(MIN_PASTE_SIDE, round(self.crop_size * math.exp(rng.uniform(math.log(min(low, high)),
+                                                                                     math.log(high)))))
+            self._paste(frames, ids, source, object_id=j + 2, side=side, rng=rng,
+                        carrier=carrier if attached else None)
         counts = torch.bincount(ids[0].flatten(), minlength=int(ids.max()) + 1)[1:]
         present = torch.nonzero(counts).flatten()
         if present.numel() == 0:
@@ -125,7 +135,7 @@ class CompositeClips(ClipDataset):
         return {"frames": frames, "masks": (ids == target).to(torch.int64)}
 
     def _paste(self, frames: Tensor, ids: Tensor, source: Sample, *, object_id: int, side: int,
-               rng: np.random.Generator) -> None:
+               rng: np.random.Generator, carrier: np.ndarray | None = None) -> None:
         """Paste ``source``'s object, shrunk to ``side``, into ``frames``/``ids`` in place.
 
         Args:
@@ -135,6 +145,8 @@ class CompositeClips(ClipDataset):
             object_id: The pasted object's id.
             side: Side of the shrunk source clip, in pixels.
             rng: Draws the start, velocity and layer.
+            carrier: ``(L, 2)`` ``(y, x)`` centres of the object that carries the pasted one, which
+                then starts on it (its centre within half a side of the carrier's) and moves with it.
         """
         size, length = self.crop_size, self.clip_length
         shrunk = F.interpolate(source["frames"], size=(side, side), mode="bilinear", antialias=True,
@@ -144,8 +156,12 @@ class CompositeClips(ClipDataset):
         start = rng.uniform(-side / 2, size - side / 2, 2)
         velocity = rng.uniform(-self.speed, self.speed, 2) * size
         behind = bool(rng.random() < self.behind_p)
+        if carrier is not None:
+            path = carrier + rng.uniform(-side / 2, side / 2, 2) - side / 2
+        else:
+            path = start + velocity * np.arange(length)[:, None]
         for t in range(length):
-            top, left = (int(round(v)) for v in start + velocity * t)
+            top, left = (int(round(v)) for v in path[t])
             y0, x0 = max(top, 0), max(left, 0)
             y1, x1 = min(top + side, size), min(left + side, size)
             if y0 >= y1 or x0 >= x1:
@@ -156,3 +172,15 @@ class CompositeClips(ClipDataset):
             region = frames[t, :, y0:y1, x0:x1]
             region.mul_(1 - a).add_(shrunk[t, :, y0 - top:y1 - top, x0 - left:x1 - left] * a)
             ids[t, y0:y1, x0:x1][a > 0.5] = object_id
+
+
+def _centres(masks: Tensor) -> np.ndarray:
+    """``(L, 2)`` ``(y, x)`` centre of each frame's mask ``(L, S, S)``; a frame without it keeps the last centre."""
+    centres = np.zeros((masks.shape[0], 2))
+    last = np.array([masks.shape[1] / 2, masks.shape[2] / 2])
+    for t, mask in enumerate(masks):
+        points = torch.nonzero(mask)
+        if len(points):
+            last = points.float().mean(0).numpy().astype(np.float64)
+        centres[t] = last
+    return centres
