@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from emvos.inference.adapt import AdaptSettings, _affine_thetas, adapt_network, make_variants
+from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.predictor import VideoPredictor
+from emvos.model.encoders.base import Features
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
 
@@ -90,6 +92,26 @@ def test_adaptation_tunes_a_copy_and_lowers_the_loss(network: EMVOS, objects: tu
     assert not any(p.requires_grad for p in adapted.parameters()) and not adapted.training
     again, _ = adapt_network(network, image, labels, settings)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in adapted.state_dict().items()), "deterministic"
+
+
+def test_a_prepared_encoder_gives_the_same_adaptation(network: EMVOS) -> None:
+    image, labels = _tensors(*_scene())
+    settings = AdaptSettings(steps=5, lr=1e-3, variants=3)
+    prepared = prepare_for_inference(network, torch.device("cpu"))
+    calls = []
+
+    def encode(images: torch.Tensor) -> Features:
+        features = prepared.encoder(images.contiguous(memory_format=torch.channels_last))
+        for level, expected in zip(features, network.encoder(images), strict=True):
+            torch.testing.assert_close(level, expected, rtol=1e-4, atol=1e-5)  # the same features, up to rounding
+        calls.append(len(images))
+        return features
+
+    reference, _ = adapt_network(network, image, labels, settings)
+    faster, _ = adapt_network(network, image, labels, settings, encoder=encode)
+    assert sum(calls) == 4  # the frame and its 3 variants, encoded once each
+    for key, value in reference.state_dict().items():  # Adam's steps are at most lr each: rounding stays small
+        torch.testing.assert_close(faster.state_dict()[key], value, rtol=0, atol=settings.steps * settings.lr)
 
 
 def test_adaptation_needs_an_object_and_a_stride_multiple(network: EMVOS) -> None:

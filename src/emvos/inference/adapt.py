@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -263,15 +264,19 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
     return torch.stack(losses).mean()
 
 
-def _encode(network: EMVOS, images: Tensor, batch: int = 4) -> Features:
+#: Computes the frozen encoder's features of ``(N, 3, H, W)`` images in ``[0, 1]``.
+Encode = Callable[[Tensor], Features]
+
+
+def _encode(encoder: Encode, images: Tensor, batch: int = 4) -> Features:
     """The frozen encoder's features of ``(N, 3, H, W)`` images, ``batch`` at a time."""
     with torch.no_grad():
-        parts = [network.encoder(images[i:i + batch]) for i in range(0, len(images), batch)]
+        parts = [encoder(images[i:i + batch]) for i in range(0, len(images), batch)]
     return Features(*(torch.cat(level) for level in zip(*parts, strict=True)))
 
 
 def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
-                  settings: AdaptSettings = AdaptSettings()) -> tuple[EMVOS, AdaptReport]:
+                  settings: AdaptSettings = AdaptSettings(), encoder: Encode | None = None) -> tuple[EMVOS, AdaptReport]:
     """Fine-tune a copy of ``network`` on pseudo-videos of one annotated frame.
 
     Args:
@@ -280,6 +285,9 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
             network's stride), on the network's device.
         labels: ``(H, W)`` object ids of that frame (0 = background; any number of objects).
         settings: steps, learning rate and augmentation.
+        encoder: computes the variants' features; default ``network.encoder``. The encoder is
+            frozen, so the encoder of a copy prepared for inference (:mod:`emvos.inference.optimize`,
+            same weights, several times faster on the CPU) gives the same features up to rounding.
 
     Returns:
         The adapted copy (evaluation mode, no gradients) and what the adaptation did.
@@ -301,7 +309,7 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
         return adapted, AdaptReport(0, math.nan, math.nan, time.perf_counter() - start)
     generator = torch.Generator().manual_seed(settings.seed)
     images, ids = make_variants(image, labels, settings, generator)
-    features = _encode(adapted, images)
+    features = _encode(encoder or adapted.encoder, images)
     centres = _object_centres(ids, object_ids)  # per variant, the visible objects' centres
     for p in trainable:
         p.requires_grad_(True)

@@ -50,6 +50,7 @@ from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MOD
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
 from emvos.model.matching import downsample_mask
+from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
 #: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).
@@ -446,10 +447,15 @@ class VideoPredictor:
             pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             ids = torch.from_numpy(labels).to(self.device)[None, None].float()
             state.tuned, report = adapt_network(start, geometry.image(pixels)[0], geometry.mask(ids)[0, 0].long(),
-                                                settings)
+                                                settings, encoder=None if self.compile else self._encode_frozen)
         state.network = prepare_for_inference(state.tuned, self.device, optimize=self.optimize, compile=self.compile)
         state.graph, state.embed_graphs = None, {}  # captured from the previous network
         state.adaptations.append(report)
+
+    def _encode_frozen(self, images: Tensor) -> Features:
+        """The frozen encoder's features of ``(N, 3, H, W)`` images by the prepared network, at the
+        reference's precision (adaptation's variants; not when compiled, whose shapes are the frames')."""
+        return self.model.encoder(images.contiguous(memory_format=self.memory_format))
 
     def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
