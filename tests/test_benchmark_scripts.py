@@ -49,3 +49,26 @@ def test_adapt_ablation_scores_a_setting(davis2017_sample_root: Path, tmp_path: 
     assert record["settings"]["steps"] == 2 and record["settings"]["scale"] == [0.9, 1.1]
     assert record["sequences"][0]["frames"] == 4 and record["sequences"][0]["objects"] == 7
     assert len(list((tmp_path / "out" / "girls").glob("*.png"))) == 4
+
+
+def test_adapt_cost_times_both_encoders(davis2016_root: Path) -> None:
+    first = davis2016_root / "JPEGImages" / "480p" / "bear" / "00000.jpg"
+    out = _run("adapt_cost.py", "--frame", str(first), "--mask", str(davis2016_root / "Annotations" / "480p" / "bear"
+                                                                     / "00000.png"),
+               "--shorter-side", "64", "--steps", "2", "--rounds", "1")
+    assert "reference" in out and "prepared" in out and "2 steps" in out
+
+
+def test_crowd_objects_counts_the_kept_objects(davis2016_root: Path, tmp_path: Path) -> None:
+    import json
+
+    from emvos.data.crowd import write_crowd_benchmark
+
+    write_crowd_benchmark(tmp_path / "crowd", source=davis2016_root, sequences=["bear", "boat"], videos=1, objects=4,
+                          length=5, size=(96, 160), seed=0, area=(150.0, 600.0))
+    out = _run("crowd_objects.py", "--root", str(tmp_path / "crowd"), "--out", str(tmp_path / "out"), "--adapt", "2",
+               "--resolution", "64", "--frames", "1,4", "--threads", "1")
+    assert "kept  present  hidden" in out
+    report = json.loads((tmp_path / "out" / "crowd-objects.json").read_text())
+    counts = report["sequences"]["crowd-0000"]["counts"]
+    assert set(counts) == {"1", "4"} and all(0 <= c["kept"] <= c["present"] <= 4 for c in counts.values())
