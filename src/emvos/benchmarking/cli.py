@@ -12,6 +12,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ def _ints(option: str, text: str, smallest: int) -> tuple[int, ...]:
 def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     """The sweep: ``--quick`` or the full one, with the options given on the command line."""
     settings = QUICK if args.quick else SweepSettings()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.modes:
         changes["modes"] = tuple(m for m in args.modes.split(",") if m)
     if args.objects:
@@ -56,7 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         changes["lengths"] = () if args.lengths == "none" else _ints("--lengths", args.lengths, 1)
     if args.resolutions:
         changes["resolutions"] = _ints("--resolutions", args.resolutions, 32)
-        if any(r % 2 for r in changes["resolutions"]):  # type: ignore[union-attr]
+        if any(r % 2 for r in changes["resolutions"]):
             raise EmvosInputError(f"--resolutions must be even (mp4 frames), got {args.resolutions}")
     for option, smallest in (("warmup", 1), ("min_frames", 1), ("max_frames", 1)):
         value = getattr(args, option)

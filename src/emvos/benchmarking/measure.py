@@ -57,8 +57,12 @@ def _matmul_gflops(device: torch.device, dtype: torch.dtype, largest: int, secon
     n = 256
     while True:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        if n >= largest or _best_seconds(lambda a=a, b=b: a @ b, device, 0.0) >= 0.05:
-            return 2 * n**3 / _best_seconds(lambda a=a, b=b: a @ b, device, seconds) / 1e9
+
+        def product(a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
+            return a @ b
+
+        if n >= largest or _best_seconds(product, device, 0.0) >= 0.05:
+            return 2 * n**3 / _best_seconds(product, device, seconds) / 1e9
         n *= 2
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +37,9 @@ def time_official(model: torch.nn.Module, scene: SyntheticVideo, objects: int, s
                   device: torch.device) -> dict[str, float]:
     """Seconds per propagated frame of the official model: one call over 1 + N frames minus one over frame 0.
 
-    A 1-frame and a 2-frame call warm it up first; the 2-frame call sets N as :func:`time_model` does.
-    Also counts the FLOPs of a propagated frame (2-frame call minus 1-frame call).
+    A 1-frame and a 2-frame call warm it up first; the 2-frame call sets N as
+    :func:`~emvos.benchmarking.measure.time_model` does. Also counts the FLOPs of a propagated frame
+    (2-frame call minus 1-frame call).
     """
     h, w = scene.size
     clip = torch.empty(1, 1 + settings.max_frames, 3, h, w, device=device)
@@ -94,7 +96,8 @@ def official_child() -> None:
     """Body of :func:`time_official_isolated`'s child: read the job (JSON) on stdin, print the timings (JSON)."""
     job = json.loads(sys.stdin.read())
     torch.set_num_threads(job["threads"])
-    settings = SweepSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["settings"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in job["settings"].items()}
+    settings = SweepSettings(**fields)
     device = torch.device(job["device"])
     model = build_official(import_official(job["repo"])).to(device)
     scene = SyntheticVideo(frame_size(job["height"]), max(job["objects"]))

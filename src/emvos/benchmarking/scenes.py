@@ -42,7 +42,7 @@ class SyntheticVideo:
         self.margin = max(h, w) // 10
         big = (h + 2 * self.margin, w + 2 * self.margin)
         coarse = rng.integers(0, 256, (big[0] // 12 + 2, big[1] // 12 + 2, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((big[1], big[0]), Image.BICUBIC), np.int16)
+        smooth = np.asarray(Image.fromarray(coarse).resize((big[1], big[0]), Image.Resampling.BICUBIC), np.int16)
         grain = rng.integers(-20, 21, smooth.shape, dtype=np.int16)
         self.background = np.clip(smooth + grain, 0, 255).astype(np.uint8)
         cols = max(1, math.ceil(math.sqrt(discs * w / h)))

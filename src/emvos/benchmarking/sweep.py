@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class SpeedRun:
         self._log = log
         self.modes = modes_for(device, settings.modes)
         self.start = time.perf_counter()
-        self.summary: dict[str, object] = {
+        self.summary: dict[str, Any] = {
             "command": command,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(device),
@@ -97,7 +98,7 @@ class SpeedRun:
 
     def note(self, text: str) -> None:
         """Add a remark to the summary (and the log)."""
-        self.summary["notes"].append(text)  # type: ignore[union-attr]
+        self.summary["notes"].append(text)
         self.log(text)
 
     @contextlib.contextmanager
@@ -114,7 +115,7 @@ class SpeedRun:
         self.summary["elapsed_s"] = time.perf_counter() - self.start
         write_outputs(self.summary, self.out)
 
-    def run(self) -> dict[str, object]:
+    def run(self) -> dict[str, Any]:
         """Measure everything, then remove the scratch folder; returns the summary."""
         self.files = SceneFiles(self.out / "work", max(self.settings.objects))
         self.log(f"peak throughput of {self.device} ...")
@@ -123,14 +124,14 @@ class SpeedRun:
         if self.settings.modes is None and self.device.type == "cpu" and peak["bf16"] < peak["fp32"]:
             slow = [m for m in self.modes if MODES[m].precision == "bf16"]
             self.modes = [m for m in self.modes if m not in slow]
-            self.summary["settings"]["modes"] = self.modes  # type: ignore[index]
+            self.summary["settings"]["modes"] = self.modes
             self.note(f"this CPU runs bf16 at {peak['bf16']:.3g} GFLOP/s against {peak['fp32']:.3g} in fp32 (no native "
                       f"bf16), so {', '.join(slow)} were skipped; --modes runs them anyway")
         self.save()
         length_model = "shipped" if "shipped" in self.models else next(iter(self.models))
         for key, spec in self.models.items():
             network = spec.build()
-            self.summary["models"][key] = {  # type: ignore[index]
+            self.summary["models"][key] = {
                 "title": spec.title,
                 "config": network.config.to_dict(),
                 "weights": describe_weights(spec.checkpoint),
@@ -142,7 +143,7 @@ class SpeedRun:
             if key == length_model and self.settings.lengths:
                 self.length_sweep(key, network)
             if self.davis is not None:
-                self.score_davis(key, spec, network)
+                self.score_davis(key, spec, network, self.davis)
             del network
         if self.official_repo is not None:
             with self.survive("the official implementation"):
@@ -159,7 +160,7 @@ class SpeedRun:
             for objects in s.objects:
                 count = count_flops(network, self.device, self.files.scene(height), objects, height)
                 flops[height, objects] = count
-                self.summary["flops"].append({  # type: ignore[union-attr]
+                self.summary["flops"].append({
                     "model": key, "resolution": height, "objects": objects,
                     "gflops_first_frame": count.first / 1e9, "gflops_per_frame": count.frame / 1e9,
                     "encoder_gflops": count.encoder / 1e9, "decoder_gflops": count.decoder / 1e9,
@@ -193,19 +194,19 @@ class SpeedRun:
                 row = self.run_cell(predictor, height, objects, cell_dir, cell_settings)
                 count = flops[height, objects]
                 achieved = count.frame * row["frames"] / row["model_seconds"] / 1e9
-                peak = self.summary["peak"][mode.precision]  # type: ignore[index]
+                peak = self.summary["peak"][mode.precision]
                 agreement, compared = (mask_agreement(outputs / REFERENCE_MODE / cell_dir.name, cell_dir)
                                        if mode_name != REFERENCE_MODE else (None, 0))
                 row.update(model=key, mode=mode_name, gflops_per_frame=count.frame / 1e9, gflops_per_s=achieved,
                            peak_fraction=achieved / peak, agreement=agreement, agreement_frames=compared)
-                self.summary["cells"].append(row)  # type: ignore[union-attr]
+                self.summary["cells"].append(row)
                 self.log(f"{key} {mode_name:<12} {height}p {objects} obj: model {row['model_fps']:.2f} fps, "
                          f"end to end {row['end_to_end_fps']:.2f} fps, {100 * row['peak_fraction']:.0f} % of "
                          f"peak, {row['peak_rss_mb']:.0f} MiB")
                 self.save()
 
     def run_cell(self, predictor: VideoPredictor, height: int, objects: int, cell_dir: Path,
-                 s: SweepSettings) -> dict[str, float]:
+                 s: SweepSettings) -> dict[str, Any]:
         """Model-only then end-to-end timing of one cell, with its peak memory."""
         video = self.files.video(height, 1 + s.max_frames)
         mask = self.files.mask(height, objects)
@@ -243,9 +244,8 @@ class SpeedRun:
                                    "rss_ratio": rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]}
         self.save()
 
-    def score_davis(self, key: str, spec: ModelSpec, network: EMVOS) -> None:
+    def score_davis(self, key: str, spec: ModelSpec, network: EMVOS, davis: DavisSubset) -> None:
         """J&F of every mode on the DAVIS sequences, for a model with trained weights."""
-        davis = self.davis
         if self.summary["davis"] is None:
             self.summary["davis"] = {"root": str(davis.root), "year": davis.year, "split": davis.split,
                                      "sequences": list(davis.sequences), "rows": []}
@@ -254,11 +254,10 @@ class SpeedRun:
             return
         for mode_name in self.modes:
             with self.survive(f"{key}: J&F of mode {mode_name}"):
-                self.score_mode(key, network, mode_name)
+                self.score_mode(key, network, mode_name, davis)
 
-    def score_mode(self, key: str, network: EMVOS, mode_name: str) -> None:
+    def score_mode(self, key: str, network: EMVOS, mode_name: str, davis: DavisSubset) -> None:
         """Segment the DAVIS sequences in one mode and score them."""
-        davis = self.davis
         mode = MODES[mode_name]
         predictor = VideoPredictor(network, device=self.device, precision=mode.precision, optimize=mode.optimize,
                                    compile=mode.compile, cuda_graphs=mode.graphs, lookahead=mode.lookahead)
@@ -271,9 +270,9 @@ class SpeedRun:
             seconds += timing.model_seconds
         result = evaluate_results(results, davis.root, year=davis.year, split=davis.split,
                                   sequences=list(davis.sequences))
-        row = {"model": key, "mode": mode_name, "frames": int(frames), "model_fps": frames / seconds,
-               **result.global_row()}
-        self.summary["davis"]["rows"].append(row)  # type: ignore[index]
+        row: dict[str, Any] = {"model": key, "mode": mode_name, "frames": int(frames), "model_fps": frames / seconds,
+                               **result.global_row()}
+        self.summary["davis"]["rows"].append(row)
         self.log(f"{key} {mode_name}: J&F {100 * row['J&F-Mean']:.2f} on {len(davis.sequences)} sequence(s)")
         self.save()
 
@@ -294,7 +293,7 @@ class SpeedRun:
             for row in tuned:
                 self.log(f"official {height}p {row['objects']} obj, emvos's process settings: "
                          f"{row['seconds_per_frame']:.3f} s")
-            self.summary["official"]["tuned_seconds_per_frame"] = {  # type: ignore[index]
+            self.summary["official"]["tuned_seconds_per_frame"] = {
                 r["objects"]: r["seconds_per_frame"] for r in tuned}
         self.save()
 
