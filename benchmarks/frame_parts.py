@@ -29,7 +29,8 @@ keep_freed_memory()
 
 import torch  # noqa: E402 - after the allocator settings above
 
-from emvos.eval.speed import SyntheticVideo, frame_size, paper_spec, shipped_spec  # noqa: E402
+from emvos.benchmarking.scenes import SyntheticVideo, frame_size  # noqa: E402
+from emvos.benchmarking.settings import paper_spec, shipped_spec  # noqa: E402
 from emvos.inference.predictor import VideoPredictor  # noqa: E402
 
 PARTS = ("prepare", "encoder", "keys + shared decoder", "match first", "match previous", "decoder",

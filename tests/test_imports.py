@@ -51,3 +51,17 @@ def test_no_import_cycles() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_the_core_does_not_import_the_benchmarking_package() -> None:
+    graph = _imports()
+    core = [m for m in graph if m.split(".")[1:2] in (["model"], ["inference"], ["io"], ["data"], ["train"])]
+    assert "emvos.inference.predictor" in core and "emvos.benchmarking.cli" in graph
+    for module in core:
+        reached, todo = set(), [module]
+        while todo:
+            for target in graph[todo.pop()] - reached:
+                reached.add(target)
+                todo.append(target)
+        benchmarking = sorted(m for m in reached if m.startswith("emvos.benchmarking"))
+        assert not benchmarking, f"{module} imports {benchmarking[0]}"

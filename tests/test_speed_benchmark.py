@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from emvos.benchmarking import cli as speed_cli
+from emvos.benchmarking.measure import time_model
+from emvos.benchmarking.official import time_official_isolated
+from emvos.benchmarking.report import format_markdown, format_text, targets
+from emvos.benchmarking.scenes import SyntheticVideo
+from emvos.benchmarking.settings import QUICK, DavisSubset, ModelSpec, SweepSettings
+from emvos.benchmarking.sweep import SpeedRun
 from emvos.cli import main
-from emvos.eval import speed
-from emvos.eval.speed import QUICK, DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo, time_model
-from emvos.eval.speed_report import format_markdown, format_text, targets
 from emvos.inference.predictor import VideoPredictor
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
@@ -104,7 +108,7 @@ def test_official_and_length_sweeps(summary: dict, official_repo: Path) -> None:
 
 def test_official_timed_in_processes_of_its_own_as_it_is_and_tuned(official_repo: Path) -> None:
     for tuned in (False, True):
-        rows = speed.time_official_isolated(official_repo, 64, (1, 2), SETTINGS, torch.device("cpu"), tuned)
+        rows = time_official_isolated(official_repo, 64, (1, 2), SETTINGS, torch.device("cpu"), tuned)
         assert [r["objects"] for r in rows] == [1, 2] and all(r["seconds_per_frame"] > 0 for r in rows)
         assert rows[1]["gflops_per_frame"] == pytest.approx(2 * rows[0]["gflops_per_frame"])
 
@@ -112,7 +116,7 @@ def test_official_timed_in_processes_of_its_own_as_it_is_and_tuned(official_repo
 def test_official_child_failure_is_reported(tmp_path: Path) -> None:
     (tmp_path / "emvos.py").write_text("raise ImportError('broken checkout')\n")
     with pytest.raises(RuntimeError, match="broken checkout"):
-        speed.time_official_isolated(tmp_path, 64, (1,), SETTINGS, torch.device("cpu"), tuned=False)
+        time_official_isolated(tmp_path, 64, (1,), SETTINGS, torch.device("cpu"), tuned=False)
 
 
 def test_report_shows_the_official_with_the_same_settings_when_timed(summary: dict) -> None:
@@ -169,8 +173,8 @@ def test_synthetic_video_is_seeded_and_gives_every_object() -> None:
 
 
 def test_cli_quick_run_writes_json_csv_and_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(speed, "paper_spec", lambda checkpoint=None: ModelSpec("tiny paper", TINY))
-    monkeypatch.setattr(speed, "shipped_spec", lambda checkpoint=None: ModelSpec("tiny shipped", TINY))
+    monkeypatch.setattr(speed_cli, "paper_spec", lambda checkpoint=None: ModelSpec("tiny paper", TINY))
+    monkeypatch.setattr(speed_cli, "shipped_spec", lambda checkpoint=None: ModelSpec("tiny shipped", TINY))
     out, doc = tmp_path / "out", tmp_path / "docs" / "performance.md"
     args = ["speed", "--quick", "--modes", "fp32", "--resolutions", "64", "--objects", "1", "--lengths", "2,3",
             "--threads", "1", "--out", str(out), "--doc", str(doc), "--quiet"]

@@ -1,7 +1,7 @@
 """Reports of ``emvos speed``: tables for the terminal, ``docs/performance.md``, and ``speed.json`` / ``.csv``.
 
-Everything here works from the JSON summary alone (:class:`emvos.eval.speed.SpeedRun` writes it), so a
-report can be rendered again from an earlier run's ``speed.json``.
+Everything here works from the JSON summary alone (:class:`emvos.benchmarking.sweep.SpeedRun` writes
+it), so a report can be rendered again from an earlier run's ``speed.json``.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def format_markdown(summary: dict) -> str:
         "- Models: " + "; ".join(f"`{k}` = {m['title']}, {m['parameters'] / 1e6:.1f} M parameters, "
                                   f"{m['weights']} weights" for k, m in summary["models"].items()) + ".",
         "",
-        "How it is measured (`src/emvos/eval/speed.py`):",
+        "How it is measured (`src/emvos/benchmarking/`):",
         "",
         "- **Model fps**: `VideoPredictor.step_many` on synthetic 16:9 frames generated in memory (a panning "
         "texture with moving discs, the first `objects` discs given in frame 0), in chunks of the mode's lookahead "
