@@ -1,11 +1,13 @@
-"""Layers fused for inference: convolutions with the activation after them, BatchNorm with its ReLU.
+"""A hand-written inference kernel: a convolution computed with the activation after it.
 
-On the CPU a convolution and its ReLU / ReLU6 run as one oneDNN primitive with the activation as a
-post-op: the output is written once, already activated, instead of being written by the
-convolution and read and written again by the activation. At 480p the early layers are bound by
-memory traffic, so this saves a large part of their time. Elsewhere (CUDA, autocast, autograd) the
-same module falls back to the convolution followed by the activation in place. Both give the same
-numbers: the activation is a clamp, applied to the same sums.
+PyTorch's eager mode has no fused convolution and activation (``torch.compile`` has, but only after
+a long compilation per input shape). On the CPU a convolution and its ReLU / ReLU6 run here as one
+oneDNN primitive with the activation as a post-op: the output is written once, already activated,
+instead of being written by the convolution and read and written again by the activation. At 480p
+the early layers are bound by memory traffic, so this saves a large part of their time. Elsewhere
+(CUDA, autocast, autograd) the same module falls back to the convolution followed by the
+activation in place. Both give the same numbers: the activation is a clamp, applied to the same
+sums. :mod:`emvos.inference.optimize` puts it into the copy of a network prepared for inference.
 """
 
 from __future__ import annotations
@@ -85,35 +87,3 @@ class ConvAct(nn.Module):
     def extra_repr(self) -> str:
         return f"activation={self.activation}"
 
-
-class BatchNormReLU(nn.Module):
-    """An evaluation-mode BatchNorm and the ReLU after it, as ``relu(x * scale + shift)`` per channel.
-
-    One fused multiply-add into a new tensor and a clamp in place. PyTorch's CPU BatchNorm kernel
-    takes several times longer on channels-last feature maps, and DenseNet normalises its growing
-    concatenation of features before every layer. The buffers are not in :meth:`state_dict`.
-
-    Args:
-        bn: the BatchNorm2d (its running statistics and affine parameters are copied).
-    """
-
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        super().__init__()
-        if bn.running_mean is None or bn.running_var is None:
-            raise ValueError(f"{bn} tracks no running statistics; only an evaluation-mode BatchNorm can be fused")
-        with torch.no_grad():
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
-        self.register_buffer("scale", scale.view(1, -1, 1, 1).clone(), persistent=False)
-        self.register_buffer("shift", shift.view(1, -1, 1, 1).clone(), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``, in ``x``'s memory format and dtype; ``x`` may be a channel slice.
-
-        Under fp16/bf16 autocast the result keeps ``x``'s dtype, as BatchNorm's would.
-        """
-        return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype)).clamp_min_(0)

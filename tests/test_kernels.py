@@ -1,17 +1,15 @@
-"""Convolutions fused with their activation: the same numbers as the convolution, then the activation."""
+"""The hand-written inference kernel: a convolution fused with its activation gives the same numbers as
+the convolution, then the activation."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emvos.model.encoders import build_encoder
+from emvos.inference.kernels import ConvAct, _onednn_usable, conv2d_act
 from emvos.model.encoders.efficientnet import SameConv2d
-from emvos.model.fused import BatchNormReLU, ConvAct, _onednn_usable, conv2d_act
 
 # (in, out, kernel, stride, padding, groups): a pointwise expansion, a strided 3x3, a depthwise 3x3.
 CONVS = [(16, 48, 1, 1, 0, 1), (8, 12, 3, 2, 1, 1), (24, 24, 3, 1, 1, 24)]
@@ -73,43 +71,3 @@ def test_conv_act_rejects_what_it_cannot_compute() -> None:
         ConvAct(nn.Conv2d(3, 3, 3, dilation=2), "relu")
     with pytest.raises(ValueError, match="activation"):
         conv2d_act(torch.randn(1, 3, 4, 4), torch.randn(3, 3, 1, 1), None, (1, 1), (0, 0), 1, "tanh")
-
-
-@pytest.mark.parametrize("name", ["densenet121", "efficientnet_lite0"])
-def test_fused_encoders_give_the_same_features(name: str) -> None:
-    encoder = build_encoder(name, "imagenet" if name == "efficientnet_lite0" else None)
-    if name == "densenet121":  # random BatchNorm statistics, so that folding them is not the identity
-        torch.manual_seed(2)
-        for m in encoder.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    fused = copy.deepcopy(encoder)
-    fused.fuse()
-    fused.fuse()  # a second call changes nothing
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
-    assert sum(isinstance(m, ConvAct) for m in fused.modules()) > 0
-    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        for want, got in zip(encoder(x), fused(x.contiguous(memory_format=torch.channels_last)), strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
-
-
-@pytest.mark.parametrize("affine", [True, False])
-def test_batchnorm_relu_equals_batchnorm_then_relu_on_a_channel_slice(affine: bool) -> None:
-    torch.manual_seed(4)
-    bn = nn.BatchNorm2d(6, affine=affine).eval()
-    bn.running_mean.uniform_(-1, 1)
-    bn.running_var.uniform_(0.5, 2.0)
-    if affine:
-        nn.init.uniform_(bn.weight, -1, 1)
-        nn.init.uniform_(bn.bias, -1, 1)
-    features = torch.randn(2, 10, 5, 7).contiguous(memory_format=torch.channels_last)
-    x = features[:, :6]  # a view, as a dense block's input is
-    fused = BatchNormReLU(bn)
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), F.relu(bn(x.contiguous())))
-        half = fused(x.bfloat16())  # low-precision inputs stay in their dtype, as under autocast
-    assert half.dtype == torch.bfloat16
-    torch.testing.assert_close(half.float(), F.relu(bn(x.contiguous())), atol=0.05, rtol=0.02)
-    assert fused.state_dict() == {}
