@@ -4,7 +4,7 @@ The shipped model (or ``--checkpoint``) segments the first frames of a DAVIS seq
 ``emvos segment`` does by default (480p, fp32, huge pages and kept memory; test-time adaptation
 off, since it runs once per video whatever the network), through each of these networks in turn:
 
-* ``reference``: the network as trained, in PyTorch's default memory format (``--no-optimize``'s path);
+* ``reference``: the network as trained, in PyTorch's default memory format (``VideoPredictor(optimize=False)``);
 * ``native``: PyTorch's own tools only: BatchNorm folded by ``fuse_conv_bn_eval``
   (:func:`emvos.inference.optimize.fold_batchnorms`), channels-last;
 * ``prepared``: what ``emvos segment`` runs (:func:`emvos.inference.optimize.prepare_for_inference`):

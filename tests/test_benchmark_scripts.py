@@ -49,3 +49,12 @@ def test_adapt_ablation_scores_a_setting(davis2017_sample_root: Path, tmp_path: 
     assert record["settings"]["steps"] == 2 and record["settings"]["scale"] == [0.9, 1.1]
     assert record["sequences"][0]["frames"] == 4 and record["sequences"][0]["objects"] == 7
     assert len(list((tmp_path / "out" / "girls").glob("*.png"))) == 4
+
+
+def test_inference_paths_times_each_variant_and_writes_its_page(davis2016_root: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "paths.md"
+    out = _run("inference_paths.py", "--root", str(davis2016_root), "--resolution", "64", "--frames", "2",
+               "--rounds", "1", "--threads", "1", "--doc", str(doc))
+    for variant in ("| reference | ", "| native | ", "| prepared | "):
+        assert variant in out
+    assert "| reference | " in doc.read_text() and "python benchmarks/inference_paths.py --root" in doc.read_text()
