@@ -104,9 +104,9 @@ def test_prepared_encoders_give_the_same_features(name: str) -> None:
 class _Shared(nn.Module):
     """A convolution whose output feeds a BatchNorm and, beside it, a ReLU."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv, self.bn, self.act = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.ReLU()
+        self.conv, self.bn, self.act = nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -115,7 +115,7 @@ class _Shared(nn.Module):
 
 def test_a_convolution_feeding_two_modules_is_left_alone() -> None:
     network = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None).eval()
-    network.encoder.s8.append(_Shared())
+    network.encoder.s8.append(_Shared(network.encoder.feature_info.channels[1]))
     pairs = producer_consumer_pairs(network, nn.Conv2d, (nn.BatchNorm2d, nn.ReLU))
     assert ("encoder.s4.0", "encoder.s4.1") in pairs  # conv -> BatchNorm
     assert not any(p.startswith("encoder.s8.2.") for p, _ in pairs)

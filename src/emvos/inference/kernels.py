@@ -33,8 +33,8 @@ def _onednn_usable(x: Tensor) -> bool:
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
-def conv2d_act(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
-               padding: tuple[int, int], groups: int, activation: str) -> Tensor:
+def conv2d_act(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
+               padding: tuple[int, ...], groups: int, activation: str) -> Tensor:
     """``activation(F.conv2d(x, weight, bias, stride, padding, groups=groups))`` in one pass where possible.
 
     Args:
@@ -78,10 +78,12 @@ class ConvAct(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, H, W) -> (B, C_out, H', W')``."""
         conv = self.conv
-        if hasattr(conv, "weight_and_padding"):
-            weight, padding = conv.weight_and_padding(tuple(x.shape[-2:]))
+        same_padding = getattr(conv, "weight_and_padding", None)
+        if same_padding is not None:
+            weight, padding = same_padding(tuple(x.shape[-2:]))
         else:
             weight, padding = conv.weight, conv.padding
+        assert not isinstance(padding, str)  # refused by the constructor
         return conv2d_act(x, weight, conv.bias, conv.stride, padding, conv.groups, self.activation)
 
     def extra_repr(self) -> str:

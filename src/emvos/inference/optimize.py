@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +83,7 @@ def fold_batchnorms(model: EMVOS) -> int:
     folded = 0
     for conv_name, bn_name in producer_consumer_pairs(model, nn.Conv2d, nn.BatchNorm2d):
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
         after = _activation_inside(bn)
         if after is None:
             continue
@@ -104,6 +106,7 @@ def fuse_activations(model: EMVOS) -> int:
     fused = 0
     for conv_name, act_name in producer_consumer_pairs(model, nn.Conv2d, tuple(_FUSABLE)):
         conv = model.get_submodule(conv_name)
+        assert isinstance(conv, nn.Conv2d)
         if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             continue
         _replace(model, conv_name, ConvAct(conv, _FUSABLE[type(model.get_submodule(act_name))]))
@@ -144,13 +147,13 @@ def producer_consumer_pairs(model: EMVOS, producer: type[nn.Module] | tuple[type
     outputs: dict[int, tuple[str, Tensor]] = {}  # id of an output -> its producer (the tensor kept alive)
     found: list[tuple[str, str]] = []
 
-    def produced(name: str) -> object:
+    def produced(name: str) -> Callable[[nn.Module, tuple[object, ...], object], None]:
         def hook(module: nn.Module, args: tuple[object, ...], output: object) -> None:
             if isinstance(output, Tensor):
                 outputs[id(output)] = (name, output)
         return hook
 
-    def consumed(name: str) -> object:
+    def consumed(name: str) -> Callable[[nn.Module, tuple[object, ...]], None]:
         def hook(module: nn.Module, args: tuple[object, ...]) -> None:
             if args and isinstance(args[0], Tensor) and id(args[0]) in outputs and outputs[id(args[0])][1] is args[0]:
                 found.append((outputs[id(args[0])][0], name))
