@@ -5,13 +5,10 @@ The shipped model (or ``--checkpoint``) segments the first frames of a DAVIS seq
 off, since it runs once per video whatever the network), through each of these networks in turn:
 
 * ``reference``: the network as trained, in PyTorch's default memory format (``VideoPredictor(optimize=False)``);
-* ``native``: PyTorch's own tools only: BatchNorm folded by ``fuse_conv_bn_eval``
-  (:func:`emvos.inference.optimize.fold_batchnorms`), channels-last;
 * ``prepared``: what ``emvos segment`` runs (:func:`emvos.inference.optimize.prepare_for_inference`):
-  ``native`` with each convolution and its ReLU/ReLU6 as one oneDNN call
-  (:class:`emvos.inference.kernels.ConvAct`);
-* with ``--compile``, ``native+compile``: ``native`` compiled by ``torch.compile`` with Inductor's
-  freezing (:func:`emvos.inference.optimize.compile_network`, ``--compile``'s path without ``ConvAct``).
+  BatchNorm folded by PyTorch's ``fuse_conv_bn_eval``, channels-last;
+* with ``--compile``, ``prepared+compile``: ``prepared`` compiled by ``torch.compile`` with Inductor's
+  freezing (``--compile``'s path).
 
 The variants alternate within each round (A, B, C, A, B, C, ...), after one warm-up pass each,
 so that a machine whose speed drifts slows them alike. Per propagated frame two times are kept:
@@ -29,14 +26,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,7 +44,6 @@ import numpy as np  # noqa: E402 - after the allocator settings above
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from emvos.inference.optimize import compile_network, fold_batchnorms  # noqa: E402
 from emvos.inference.predictor import FramePrediction, VideoPredictor, load_network  # noqa: E402
 from emvos.io.masks import read_label_png  # noqa: E402
 from emvos.model.network import EMVOS  # noqa: E402
@@ -57,31 +51,13 @@ from emvos.model.network import EMVOS  # noqa: E402
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "davis2016-train"
 
 
-def native(model: EMVOS) -> EMVOS:
-    """A copy of ``model`` with PyTorch's own inference tools only: BatchNorm folded, channels-last."""
-    model = copy.deepcopy(model)
-    fold_batchnorms(model)
-    return model.to(memory_format=torch.channels_last)
-
-
-def native_compiled(model: EMVOS) -> EMVOS:
-    """:func:`native`, compiled with ``torch.compile`` (Inductor's freezing on the CPU)."""
-    model = native(model)
-    compile_network(model, torch.device("cpu"))
-    return model
-
-
 def predictors(model: EMVOS, resolution: int, compiled: bool) -> dict[str, VideoPredictor]:
     """The variants, by name, as CPU predictors without adaptation."""
-    def make(optimize: bool, network: Callable[[EMVOS], EMVOS] | None = None) -> VideoPredictor:
-        predictor = VideoPredictor(model, device="cpu", resolution=resolution, optimize=optimize, adapt=None)
-        if network is not None:  # same channels-last inputs as ``prepared``, another network
-            predictor.model = network(model)
-        return predictor
-
-    variants = {"reference": make(False), "native": make(True, native), "prepared": make(True)}
+    variants = {"reference": VideoPredictor(model, device="cpu", resolution=resolution, optimize=False, adapt=None),
+                "prepared": VideoPredictor(model, device="cpu", resolution=resolution, adapt=None)}
     if compiled:
-        variants["native+compile"] = make(True, native_compiled)
+        variants["prepared+compile"] = VideoPredictor(model, device="cpu", resolution=resolution, compile=True,
+                                                      adapt=None)
     return variants
 
 
@@ -112,7 +88,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="propagated frames per pass")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes of each variant, alternating")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--compile", action="store_true", help="also time native+compile (long warm-up)")
+    parser.add_argument("--compile", action="store_true", help="also time prepared+compile (long warm-up)")
     parser.add_argument("--doc", type=Path, default=None, help="write the results as this Markdown page")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -156,10 +132,9 @@ def main() -> None:
         f"- Work: DAVIS `{args.sequence}`, its first frame's mask given and the {len(frames) - 1} frames after it "
         f"propagated, resolution {args.resolution}, fp32, no test-time adaptation; {args.rounds} rounds with the "
         "variants in turn (after one warm-up pass each); medians over every propagated frame of every round.",
-        "- Variants (see the script's docstring): `reference` = the network as trained; `native` = PyTorch's "
-        "own tools only (`fuse_conv_bn_eval`, channels-last); `prepared` = what `emvos segment` runs, `native` "
-        "and each convolution with its ReLU/ReLU6 in one oneDNN call (`emvos.inference.kernels.ConvAct`)"
-        + ("; `native+compile` = `native` compiled by `torch.compile` with Inductor's freezing." if args.compile
+        "- Variants (see the script's docstring): `reference` = the network as trained; `prepared` = what "
+        "`emvos segment` runs (BatchNorm folded by `fuse_conv_bn_eval`, channels-last)"
+        + ("; `prepared+compile` = `prepared` compiled by `torch.compile` with Inductor's freezing." if args.compile
            else "."),
         "- CPU time is the process's, per frame: on a shared machine it moves less than wall time.",
         "",

@@ -55,7 +55,7 @@ def test_no_import_cycles() -> None:
 
 def test_the_reference_network_imports_no_inference_code() -> None:
     """The model package is the reference network; the speed work that prepares a copy of it for
-    inference (``emvos.inference.optimize``, ``emvos.inference.kernels``) sits beside it."""
+    inference (``emvos.inference.optimize``) sits beside it."""
     graph = _imports()
     model = {name for name in graph if name == "emvos.model" or name.startswith("emvos.model.")}
     assert "emvos.model.decoder" in model

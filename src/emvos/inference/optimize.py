@@ -5,8 +5,6 @@ nothing in it knows about this module. :func:`prepare_for_inference` returns a c
 
 * every BatchNorm that follows a convolution folded into it (PyTorch's
   :func:`~torch.nn.utils.fusion.fuse_conv_bn_eval`),
-* every convolution computed with the ReLU or ReLU6 after it (:class:`~emvos.inference.kernels.ConvAct`,
-  one oneDNN call on the CPU),
 * channels-last memory format,
 * optionally ``torch.compile`` with Inductor's freezing on the CPU.
 
@@ -14,8 +12,9 @@ Which layers follow which is found by running the network once on a small input 
 which module receives which module's output (:func:`producer_consumer_pairs`), not from a list of
 layer names kept beside each architecture. The network passed in is left as it is.
 
-``python benchmarks/inference_paths.py`` times the reference against these steps and against
-PyTorch's own tools alone.
+``python benchmarks/inference_paths.py`` times the reference against the prepared copy. No
+hand-written kernel is used: computing each convolution with its ReLU6 in one oneDNN call saved
+nothing measurable over this on the shipped model (``docs/inference-paths.md``).
 """
 
 from __future__ import annotations
@@ -28,15 +27,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from emvos.inference.kernels import ACTIVATIONS, ConvAct
 from emvos.model.network import EMVOS
 from emvos.runtime import allow_compiled_shapes
 
 #: Shapes (resolution x object count) a compiled network is compiled for before Dynamo gives up on it.
 COMPILED_SHAPES = 64
-#: Activation modules :func:`fuse_activations` computes with the convolution before them.
-_FUSABLE: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
-assert set(_FUSABLE.values()) <= set(ACTIVATIONS)
 
 
 def prepare_for_inference(model: EMVOS, device: torch.device, *, optimize: bool = True,
@@ -46,8 +41,8 @@ def prepare_for_inference(model: EMVOS, device: torch.device, *, optimize: bool 
     Args:
         model: the reference network, already on ``device`` and in evaluation mode.
         device: where it runs.
-        optimize: fold BatchNorm into the convolutions, compute activations with their
-            convolutions, and use channels-last memory format (same results up to float rounding).
+        optimize: fold BatchNorm into the convolutions and use channels-last memory format (same
+            results up to float rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (on the CPU with
             Inductor's freezing, which pre-packs the weights for its kernels); raises PyTorch's
             process-wide limit of compiled shapes to :data:`COMPILED_SHAPES`.
@@ -60,7 +55,6 @@ def prepare_for_inference(model: EMVOS, device: torch.device, *, optimize: bool 
     model = copy.deepcopy(model)
     if optimize:
         fold_batchnorms(model)
-        fuse_activations(model)
         model.to(memory_format=torch.channels_last)
     if compile:
         compile_network(model, device)
@@ -91,28 +85,6 @@ def fold_batchnorms(model: EMVOS) -> int:
         _replace(model, bn_name, after)
         folded += 1
     return folded
-
-
-def fuse_activations(model: EMVOS) -> int:
-    """Compute every ReLU / ReLU6 module whose input is a convolution's output with that convolution
-    (:class:`~emvos.inference.kernels.ConvAct`), in place; the activation becomes an identity.
-
-    Args:
-        model: the network (after :func:`fold_batchnorms`, so that BatchNorms no longer sit between).
-
-    Returns:
-        How many activations were fused.
-    """
-    fused = 0
-    for conv_name, act_name in producer_consumer_pairs(model, nn.Conv2d, tuple(_FUSABLE)):
-        conv = model.get_submodule(conv_name)
-        assert isinstance(conv, nn.Conv2d)
-        if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            continue
-        _replace(model, conv_name, ConvAct(conv, _FUSABLE[type(model.get_submodule(act_name))]))
-        _replace(model, act_name, nn.Identity())
-        fused += 1
-    return fused
 
 
 def compile_network(model: EMVOS, device: torch.device) -> None:
