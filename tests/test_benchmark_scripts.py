@@ -72,3 +72,12 @@ def test_crowd_objects_counts_the_kept_objects(davis2016_root: Path, tmp_path: P
     report = json.loads((tmp_path / "out" / "crowd-objects.json").read_text())
     counts = report["sequences"]["crowd-0000"]["counts"]
     assert set(counts) == {"1", "4"} and all(0 <= c["kept"] <= c["present"] <= 4 for c in counts.values())
+
+
+def test_inference_paths_times_each_variant_and_writes_its_page(davis2016_root: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "paths.md"
+    out = _run("inference_paths.py", "--root", str(davis2016_root), "--resolution", "64", "--frames", "2",
+               "--rounds", "1", "--threads", "1", "--doc", str(doc))
+    for variant in ("| reference | ", "| prepared | "):
+        assert variant in out
+    assert "| reference | " in doc.read_text() and "python benchmarks/inference_paths.py --root" in doc.read_text()

@@ -65,3 +65,13 @@ def test_the_core_does_not_import_the_benchmarking_package() -> None:
                 todo.append(target)
         benchmarking = sorted(m for m in reached if m.startswith("emvos.benchmarking"))
         assert not benchmarking, f"{module} imports {benchmarking[0]}"
+
+
+def test_the_reference_network_imports_no_inference_code() -> None:
+    """The model package is the reference network; the speed work that prepares a copy of it for
+    inference (``emvos.inference.optimize``) sits beside it."""
+    graph = _imports()
+    model = {name for name in graph if name == "emvos.model" or name.startswith("emvos.model.")}
+    assert "emvos.model.decoder" in model
+    speed_work = {(name, target) for name in model for target in graph[name] if target.startswith("emvos.inference")}
+    assert not speed_work, speed_work

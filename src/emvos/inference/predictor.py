@@ -156,10 +156,8 @@ class VideoPredictor:
             hardware supports it, at a small cost in accuracy.
         optimize: run a copy of the network prepared for inference
             (:func:`emvos.inference.optimize.prepare_for_inference`): BatchNorm folded into the
-            convolutions before it and ReLUs computed with them (one oneDNN call on the CPU), on the
-            CPU the wide decoder levels' 3×3 convolutions by Winograd F(6×6, 3×3) and their
-            upsampling by a matrix product and an overlap-add, and channels-last memory format
-            (same results up to float rounding).
+            convolutions before it, and channels-last memory format (same results up to float
+            rounding).
         compile: also compile the encoder and decoder with ``torch.compile`` (slow first frames of
             each resolution and object count, faster afterwards; on the CPU with Inductor's
             freezing, which pre-packs the weights for its convolution kernels). Raises PyTorch's

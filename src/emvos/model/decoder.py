@@ -19,22 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emvos.model.encoders import Features
-from emvos.model.fused import ConvAct
-from emvos.model.winograd import WinogradConv2d
 
 #: Channels of the decoder's upsampled outputs: background and foreground logits (paper: "every
 #: deconvolutional layer outputs only two channels").
 MASK_CHANNELS = 2
 #: Hidden channels of CBAM's spatial-attention branch.
 CBAM_SPATIAL_HIDDEN = 16
-#: Levels at least this wide use the CPU algorithms of :meth:`Decoder.use_cpu_algorithms`: on a 2-core
-#: CPU at 480p, Winograd F(4×4, 3×3) beat the direct convolution from width 128 on and lost to it at 64
-#: and below, and the matrix-product upsampling halved the transposed convolution's time at width 256
-#: and lost to it at 24 (``python benchmarks/winograd.py`` measures both).
-WINOGRAD_MIN_WIDTH = 128
-#: Output tile side of the decoder's Winograd convolutions: F(6×6, 3×3) took about 15 % less time
-#: than F(4×4, 3×3) at every level of the 256-wide decoder (the same benchmark).
-WINOGRAD_OUT_TILE = 6
 
 
 def conv(cin: int, cout: int, kernel: int) -> nn.Conv2d:
@@ -45,47 +35,6 @@ def conv(cin: int, cout: int, kernel: int) -> nn.Conv2d:
     collapses to predicting the background everywhere; the default initialisation trains.
     """
     return nn.Conv2d(cin, cout, kernel, 1, kernel // 2)
-
-
-class FoldConvTranspose2d(nn.Module):
-    """An inference stand-in for a transposed convolution: one matrix product, then an overlap-add.
-
-    A transposed convolution adds, for every input pixel, its ``C``-vector times the ``(C, C_out, k, k)``
-    kernel into a ``k × k`` patch of the output at stride ``s``. Here every pixel's patches come from
-    one ``(pixels, C) @ (C, C_out * k * k)`` product, and :func:`torch.nn.functional.fold` adds the
-    overlapping patches up (dropping ``padding`` rows and columns at each border, as the transposed
-    convolution does). Same sums, in a different order: equal up to float rounding. On a 2-core CPU
-    it takes about half the time of PyTorch's transposed convolution for the decoder's 256-wide
-    stride-4 level.
-
-    Args:
-        up: a transposed convolution with square kernel and stride, no dilation, groups or output padding.
-    """
-
-    def __init__(self, up: nn.ConvTranspose2d) -> None:
-        super().__init__()
-        k, s, p = up.kernel_size, up.stride, up.padding
-        if (k[0] != k[1] or s[0] != s[1] or p[0] != p[1] or up.dilation != (1, 1) or up.groups != 1
-                or up.output_padding != (0, 0)):
-            raise ValueError(f"not a plain square transposed convolution: {up}")
-        self.kernel, self.stride, self.padding = k[0], s[0], p[0]
-        self.out_channels = up.out_channels
-        weight = up.weight.detach()  # (C, C_out, k, k)
-        self.register_buffer("weight", weight.reshape(weight.shape[0], -1).clone(), persistent=False)
-        self.register_buffer("bias", None if up.bias is None else up.bias.detach().view(1, -1, 1, 1).clone(),
-                             persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, h, w) -> (N, C_out, H, W)`` with ``H = (h - 1) * s - 2 * padding + k`` (and ``W`` alike)."""
-        n, c, h, w = x.shape
-        size = tuple((d - 1) * self.stride - 2 * self.padding + self.kernel for d in (h, w))
-        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # free for channels-last input
-        patches = torch.matmul(pixels, self.weight).transpose(1, 2)  # (N, C_out * k * k, h * w)
-        y = F.fold(patches, size, self.kernel, padding=self.padding, stride=self.stride)
-        return y if self.bias is None else y.add_(self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}"
 
 
 class CBAM(nn.Module):
@@ -118,29 +67,11 @@ class DecoderLevel(nn.Module):
         super().__init__()
         self.width = width
         self.reduce = conv(feature_channels, width, 1)
-        self.reduce_act: nn.Module = nn.ReLU(inplace=True)
+        self.reduce_act = nn.ReLU(inplace=True)
         self.blend = conv(width + extra_channels, width, 3)
         self.cbam = CBAM(width)
         # (h - 1) * s - 2 * pad + kernel = s * h with pad 1 and kernel s + 2 (×2: k4, ×4: k6).
         self.up = nn.ConvTranspose2d(width, MASK_CHANNELS, upscale + 2, upscale, 1)
-        #: The shared part of the blend by Winograd, once :meth:`use_cpu_algorithms` has run.
-        self.shared_blend: WinogradConv2d | None = None
-
-    def fuse(self) -> None:
-        """Compute the reduction's ReLU with its convolution (:class:`~emvos.model.fused.ConvAct`; in place,
-        for inference on a copy that is not saved). Fusing twice changes nothing."""
-        if not isinstance(self.reduce, ConvAct):
-            self.reduce, self.reduce_act = ConvAct(self.reduce, "relu"), nn.Identity()
-
-    def use_cpu_algorithms(self) -> None:
-        """Compute the level's two ``width × width`` 3×3 convolutions, the blend's shared part and
-        CBAM's, by Winograd F(6×6, 3×3), and its upsampling by :class:`FoldConvTranspose2d` (in place;
-        for inference on a copy that is not saved). A second call changes nothing."""
-        if self.shared_blend is not None:
-            return
-        self.shared_blend = WinogradConv2d(self.blend.weight[:, :self.width], self.blend.bias, WINOGRAD_OUT_TILE)
-        self.cbam.conv = WinogradConv2d.from_conv(self.cbam.conv, WINOGRAD_OUT_TILE)
-        self.up = FoldConvTranspose2d(self.up)
 
     def shared(self, feature: Tensor) -> Tensor:
         """The object-independent part of the level: ``(B, C, h, w) -> (B, width, h, w)``.
@@ -150,8 +81,6 @@ class DecoderLevel(nn.Module):
         this equals blending the concatenation, at a fraction of the cost for several objects.
         """
         reduced = self.reduce_act(self.reduce(feature))
-        if self.shared_blend is not None:
-            return self.shared_blend(reduced)
         return F.conv2d(reduced, self.blend.weight[:, :self.width], self.blend.bias, padding=self.blend.padding)
 
     def forward(self, shared: Tensor, extra: Tensor) -> Tensor:
@@ -191,19 +120,6 @@ class Decoder(nn.Module):
         """
         feats = (features.s16, features.s8, features.s4)
         return tuple(level.shared(f) for level, f in zip(self.levels, feats, strict=True))
-
-    def fuse(self) -> None:
-        """Fuse every level's reduction with its ReLU (:meth:`DecoderLevel.fuse`), for inference."""
-        for level in self.levels:
-            level.fuse()
-
-    def use_cpu_algorithms(self, min_width: int = WINOGRAD_MIN_WIDTH) -> None:
-        """Give levels at least ``min_width`` wide their CPU algorithms (:meth:`DecoderLevel.use_cpu_algorithms`:
-        Winograd 3×3 convolutions, matrix-product upsampling; same results up to float rounding). In
-        place, for inference on a copy of the network that will not be saved."""
-        for level in self.levels:
-            if level.width >= min_width:
-                level.use_cpu_algorithms()
 
     def forward(self, shared: Sequence[Tensor], scores: Tensor, prev_mask: Tensor) -> Tensor:
         """Decode ``N`` objects.

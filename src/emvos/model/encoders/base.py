@@ -89,25 +89,6 @@ class Encoder(nn.Module):
         """Features of normalised images ``(B, 3, H, W)``."""
         raise NotImplementedError
 
-    def fuse(self) -> None:
-        """Prepare the encoder for inference, in place: fold each BatchNorm that directly follows a
-        convolution into it, and compute the activation after it with the convolution
-        (:class:`~emvos.model.fused.ConvAct`).
-
-        The features stay the same up to float rounding, and the folded layers disappear from the
-        computation (and from :meth:`state_dict`, so fuse only a copy that will not be saved).
-        Encoders without such pairs keep their layers. Fusing twice changes nothing.
-        """
-
-
-def fold_conv_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold an evaluation-mode BatchNorm that follows ``conv`` into the convolution's weight and bias."""
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
-
 
 EncoderFactory = Callable[[str | Path | None], Encoder]
 _REGISTRY: dict[str, EncoderFactory] = {}

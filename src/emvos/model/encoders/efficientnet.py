@@ -34,11 +34,9 @@ from emvos.model.encoders.base import (
     Encoder,
     FeatureInfo,
     Features,
-    fold_conv_batchnorm,
     register_encoder,
     warn_random_weights,
 )
-from emvos.model.fused import ConvAct
 
 #: timm's name for the architecture the weights fit.
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
@@ -59,9 +57,6 @@ _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_\w+)\.(\w+)$")
 _TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
               "_fc": "classifier"}
 _DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-# (convolution, the BatchNorm after it) in timm's depthwise-separable and inverted-residual blocks.
-_DS_FOLDS = (("conv_dw", "bn1"), ("conv_pw", "bn2"))
-_IR_FOLDS = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
 _IR_NAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
              "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
@@ -207,31 +202,6 @@ class EfficientNetLite0Encoder(Encoder):
                 f"{path}: not EfficientNet-Lite0 weights in the {WEIGHTS_PACKAGE} layout (missing "
                 f"{len(missing)} keys, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
                 f"e.g. {unexpected[:2]})")
-
-    def fuse(self) -> None:
-        """Fold every BatchNorm into the convolution before it, and the ReLU6 after it into a
-        :class:`~emvos.model.fused.ConvAct` (in place, for inference on a copy that is not saved).
-        Fusing twice changes nothing."""
-        if isinstance(self.bn1, nn.Identity):
-            return
-
-        def fold(owner: nn.Module, conv: str, bn: str) -> None:
-            norm = getattr(owner, bn)  # timm's BatchNormAct2d: BatchNorm, then drop (identity), then act
-            if not isinstance(norm.drop, nn.Identity):
-                raise ValueError(f"cannot fuse {bn}: it has a {type(norm.drop).__name__}")
-            fold_conv_batchnorm(getattr(owner, conv), norm)
-            if isinstance(norm.act, nn.ReLU6):
-                setattr(owner, conv, ConvAct(getattr(owner, conv), "relu6"))
-            elif not isinstance(norm.act, nn.Identity):
-                raise ValueError(f"cannot fuse {type(norm.act).__name__} after {conv}")
-            setattr(owner, bn, nn.Identity())
-
-        fold(self, "conv_stem", "bn1")
-        for stage in self.blocks:
-            for block in stage:
-                pairs = _IR_FOLDS if hasattr(block, "conv_pwl") else _DS_FOLDS
-                for conv, bn in pairs:
-                    fold(block, conv, bn)
 
     def extract(self, x: Tensor) -> Features:
         """Features of normalised images ``(B, 3, H, W)``: ``(B, 24, H/4, W/4)``, ``(B, 40, H/8, W/8)``,
