@@ -13,8 +13,9 @@ import torch
 
 from emvos.cli import main
 from emvos.eval import speed
-from emvos.eval.speed import QUICK, DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo, time_model
+from emvos.eval.speed import DavisSubset, ModelSpec, SpeedRun, SweepSettings, SyntheticVideo, time_model
 from emvos.eval.speed_report import format_markdown, format_text, targets
+from emvos.eval.speed_settings import QUICK
 from emvos.inference.predictor import VideoPredictor
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig

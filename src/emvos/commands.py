@@ -13,7 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("emvos.batch.cli", "segment many videos (a CSV manifest or a folder), locally or on Ray workers"),
     "eval": ("emvos.eval.cli", "score result masks on DAVIS (J&F, as the official toolkit)"),
     "benchmark": ("emvos.eval.benchmark", "segment a DAVIS split, score it and measure speed and memory"),
-    "speed": ("emvos.eval.speed",
+    "speed": ("emvos.eval.speed_cli",
               "time emvos against the hardware's peak and the official code; memory over video length"),
     "ytvos": ("emvos.eval.ytvos", "segment a YouTube-VOS 2018/2019 split and write the submission zip"),
     "train": ("emvos.train.cli", "train a network (the paper's recipe, or a preset / YAML config)"),

@@ -36,11 +36,12 @@ twice ``max(cell_seconds, min_frames frames)``; the 10,000-frame run is usually 
 Results go to ``OUT/speed.json`` (rewritten after every cell, so an interrupted run keeps what it
 measured) and ``OUT/speed.csv`` (one row per cell); ``--doc FILE`` writes a Markdown report from the
 JSON, and ``--from-json`` re-renders one without running anything.
+
+The modes and settings are in :mod:`emvos.eval.speed_settings`, the command line in :mod:`emvos.eval.speed_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -51,7 +52,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -67,14 +67,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
-from emvos.eval.benchmark import peak_memory_mb, segment_sequence, split_sequences
-from emvos.eval.davis import RESOLUTION, YEARS, available_cpus, evaluate_results
+from emvos.eval.benchmark import peak_memory_mb, segment_sequence
+from emvos.eval.davis import RESOLUTION, available_cpus, evaluate_results
 from emvos.eval.official import build_official, import_official, official_forward
-from emvos.eval.speed_report import format_markdown, format_text, write_outputs
-from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor, resolve_device
-from emvos.io.files import write_text_atomically
+from emvos.eval.speed_report import write_outputs
+from emvos.eval.speed_settings import DEFAULT_MODE, MODES, REFERENCE_MODE, DavisSubset, SweepSettings
+from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor
 from emvos.io.masks import read_label_png, write_label_png
 from emvos.io.mp4 import Mp4Writer
 from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
@@ -99,85 +98,6 @@ def _describe_weights(checkpoint: str | Path | None) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return path.name
-
-
-@dataclass(frozen=True)
-class Mode:
-    """An inference mode: the :class:`VideoPredictor` options it sets.
-
-    Attributes:
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
-        optimize: BatchNorm folding and channels-last on a copy of the network.
-        compile: ``torch.compile`` the encoder and decoder.
-        graphs: replay each frame from a CUDA graph (CUDA only).
-        lookahead: frames encoded together (:meth:`VideoPredictor.step_many`).
-    """
-
-    precision: str
-    optimize: bool = True
-    compile: bool = False
-    graphs: bool = False
-    lookahead: int = 1
-
-    @property
-    def cuda_only(self) -> bool:
-        """Only offered on CUDA devices: fp16 and CUDA graphs."""
-        return self.precision == "fp16" or self.graphs
-
-
-#: Frames the ``+lookahead`` modes encode together.
-LOOKAHEAD_FRAMES = 8
-#: Every mode, in the order they run and are listed.
-MODES: dict[str, Mode] = {
-    "fp32-unopt": Mode("fp32", optimize=False),
-    "fp32": Mode("fp32"),
-    "bf16": Mode("bf16"),
-    "compile": Mode("fp32", compile=True),
-    "bf16+compile": Mode("bf16", compile=True),
-    "fp16": Mode("fp16"),
-    "fp16+compile": Mode("fp16", compile=True),
-    "graph": Mode("fp32", graphs=True),
-    "bf16+graph": Mode("bf16", graphs=True),
-    "fp16+graph": Mode("fp16", graphs=True),
-    "graph+lookahead": Mode("fp32", graphs=True, lookahead=LOOKAHEAD_FRAMES),
-    "fp16+graph+lookahead": Mode("fp16", graphs=True, lookahead=LOOKAHEAD_FRAMES),
-}
-#: The mode every other mode's masks are compared with: the plain fp32 network.
-REFERENCE_MODE = "fp32-unopt"
-#: What ``emvos segment`` runs without options.
-DEFAULT_MODE = "fp32"
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """What ``emvos speed`` runs.
-
-    Attributes:
-        modes: modes to time (keys of :data:`MODES`); ``None``: every mode the device offers.
-        objects: object counts of the grid.
-        resolutions: frame heights of the grid (frames are 16:9, e.g. 854x480).
-        lengths: frames of each run of the video-length sweep.
-        warmup: propagated frames run before timing a cell.
-        cell_seconds: model time each cell aims for (its frame count follows from the last warm-up frame).
-        min_frames: fewest timed frames per cell.
-        max_frames: most timed frames per cell.
-        small_kernels: time small peak kernels (smoke runs) instead of full-size ones.
-    """
-
-    modes: tuple[str, ...] | None = None
-    objects: tuple[int, ...] = (1, 3, 7)
-    resolutions: tuple[int, ...] = (480, 720, 1080)
-    lengths: tuple[int, ...] = (100, 1000, 10000)
-    warmup: int = 1
-    cell_seconds: float = 5.0
-    min_frames: int = 2
-    max_frames: int = 50
-    small_kernels: bool = False
-
-
-#: ``--quick``: a smoke run of every part at tiny sizes (seconds, not hours).
-QUICK = SweepSettings(modes=("fp32-unopt", "fp32", "bf16"), objects=(1, 2), resolutions=(64, 96), lengths=(4, 8),
-                      warmup=1, cell_seconds=0.0, min_frames=2, max_frames=2, small_kernels=True)
 
 
 @dataclass(frozen=True)
@@ -220,16 +140,6 @@ def shipped_spec(checkpoint: Path | None = None) -> ModelSpec:
         preset = resources.files("emvos") / "configs" / "emvos-lite.yaml"
         config = ModelConfig.from_dict(yaml.safe_load(preset.read_text(encoding="utf-8"))["model"])
     return ModelSpec("shipped (efficientnet_lite0)", config, checkpoint)
-
-
-@dataclass(frozen=True)
-class DavisSubset:
-    """DAVIS sequences to score every mode on."""
-
-    root: Path
-    year: int
-    split: str
-    sequences: tuple[str, ...]
 
 
 # -- synthetic frames -------------------------------------------------------------------------------------
@@ -897,175 +807,3 @@ class SpeedRun:
             self.summary["official"]["tuned_seconds_per_frame"] = {  # type: ignore[index]
                 r["objects"]: r["seconds_per_frame"] for r in tuned}
         self.save()
-
-
-# -- command line -----------------------------------------------------------------------------------------
-
-
-def _ints(option: str, text: str, smallest: int) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise EmvosInputError(f"{option} takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < smallest:
-        raise EmvosInputError(f"{option} takes integers >= {smallest}, got {text!r}")
-    return values
-
-
-def settings_from_args(args: argparse.Namespace) -> SweepSettings:
-    """The sweep: ``--quick`` or the full one, with the options given on the command line."""
-    settings = QUICK if args.quick else SweepSettings()
-    changes: dict[str, object] = {}
-    if args.modes:
-        changes["modes"] = tuple(m for m in args.modes.split(",") if m)
-    if args.objects:
-        changes["objects"] = _ints("--objects", args.objects, 1)
-    if args.lengths:
-        changes["lengths"] = () if args.lengths == "none" else _ints("--lengths", args.lengths, 1)
-    if args.resolutions:
-        changes["resolutions"] = _ints("--resolutions", args.resolutions, 32)
-        if any(r % 2 for r in changes["resolutions"]):  # type: ignore[union-attr]
-            raise EmvosInputError(f"--resolutions must be even (mp4 frames), got {args.resolutions}")
-    for option, smallest in (("warmup", 1), ("min_frames", 1), ("max_frames", 1)):
-        value = getattr(args, option)
-        if value is not None:
-            if value < smallest:
-                raise EmvosInputError(f"--{option.replace('_', '-')} must be at least {smallest}, got {value}")
-            changes[option] = value
-    if args.cell_seconds is not None:
-        if args.cell_seconds < 0:
-            raise EmvosInputError(f"--cell-seconds must be >= 0, got {args.cell_seconds}")
-        changes["cell_seconds"] = args.cell_seconds
-    settings = replace(settings, **changes)
-    if settings.min_frames > settings.max_frames:
-        raise EmvosInputError(f"--min-frames {settings.min_frames} is above --max-frames {settings.max_frames}")
-    return settings
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """``emvos speed`` with the options given (every option of this command defaults to ``None``/``False``)."""
-    words = ["emvos", "speed"]
-    for dest, value in vars(args).items():
-        if dest == "func" or value is None or value is False:
-            continue
-        words.append("--" + dest.replace("_", "-"))
-        if value is not True:
-            words.append(str(value))
-    return shlex.join(words)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``emvos speed``."""
-    parser = subparsers.add_parser(
-        "speed", help=command_summary("speed"),
-        description="Time the paper model and the shipped model in every inference mode over objects x "
-                    "resolutions (model-only and end-to-end fps, GFLOPs, fraction of the measured peak, peak RSS, "
-                    "mask agreement), the official EMVOS code side by side, and peak RSS over video length. "
-                    "Writes OUT/speed.json and OUT/speed.csv, and with --doc a Markdown report.")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: speed)")
-    parser.add_argument("--doc", type=Path, default=None, help="also write the Markdown report here")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of every part at tiny sizes")
-    parser.add_argument("--models", default=None, help="comma-separated: paper, shipped (default: both)")
-    parser.add_argument("--modes", default=None, help=f"comma-separated, of {', '.join(MODES)} (default: every "
-                                                      "mode of the device; fp16 and the graph modes need CUDA)")
-    parser.add_argument("--objects", default=None, help="object counts (default 1,3,7)")
-    parser.add_argument("--resolutions", default=None, help="frame heights, 16:9 frames (default 480,720,1080)")
-    parser.add_argument("--lengths", default=None,
-                        help="frames of the video-length runs (default 100,1000,10000; none: no video-length sweep)")
-    parser.add_argument("--cell-seconds", type=float, default=None,
-                        help="model time each cell aims for (default 5); the main knob of the run time")
-    parser.add_argument("--min-frames", type=int, default=None, help="fewest timed frames per cell (default 2)")
-    parser.add_argument("--max-frames", type=int, default=None, help="most timed frames per cell (default 50)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed frames before each cell (default 1)")
-    parser.add_argument("--paper-checkpoint", type=Path, default=None,
-                        help="trained weights of the paper model (official .pth or emvos); default: random")
-    parser.add_argument("--shipped-checkpoint", type=Path, default=None,
-                        help="weights of the shipped model (default: the installed ones, else random)")
-    parser.add_argument("--official-repo", type=Path, default=None,
-                        help="a checkout of github.com/suhwan-cho/EMVOS to time side by side (random weights)")
-    parser.add_argument("--davis-root", type=Path, default=None, help="score every mode's J&F on DAVIS sequences")
-    parser.add_argument("--year", type=int, default=None, help=f"DAVIS year, {' or '.join(map(str, YEARS))} "
-                                                               "(default 2017)")
-    parser.add_argument("--split", default=None, help="DAVIS split (default val)")
-    parser.add_argument("--sequences", default=None, help="comma-separated DAVIS sequences instead of the split's")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="only print the tables of an earlier speed.json (and write --doc); runs nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    parser.set_defaults(func=run)
-
-
-def _model_specs(args: argparse.Namespace) -> dict[str, ModelSpec]:
-    names = [m for m in (args.models or "paper,shipped").split(",") if m]
-    if not names or any(m not in ("paper", "shipped") for m in names):
-        raise EmvosInputError(f"--models takes paper and/or shipped, got {args.models!r}")
-    checkpoints = {"paper": args.paper_checkpoint, "shipped": args.shipped_checkpoint}
-    for name, path in checkpoints.items():
-        if path is not None and not path.is_file():
-            raise EmvosInputError(f"--{name}-checkpoint {path}: no such file")
-    specs = {"paper": paper_spec, "shipped": shipped_spec}
-    return {name: specs[name](checkpoints[name]) for name in dict.fromkeys(names)}
-
-
-def _davis_subset(args: argparse.Namespace) -> DavisSubset | None:
-    if args.davis_root is None:
-        if args.year or args.split or args.sequences:
-            raise EmvosInputError("--year, --split and --sequences choose DAVIS sequences; add --davis-root")
-        return None
-    year = args.year or 2017
-    if year not in YEARS:
-        raise EmvosInputError(f"--year must be one of {', '.join(map(str, YEARS))}, got {year}")
-    split = args.split or "val"
-    wanted = [s for s in args.sequences.split(",") if s] if args.sequences else None
-    return DavisSubset(args.davis_root, year, split, tuple(split_sequences(args.davis_root, year, split, wanted)))
-
-
-def _log_line(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _not_a_summary(path: Path) -> EmvosInputError:
-    return EmvosInputError(f"--from-json {path}: not a speed.json written by emvos speed; "
-                           "pass OUT/speed.json of an earlier run")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Check the options, run the sweep (or load ``--from-json``), print the tables, write the outputs."""
-    if args.from_json is not None:
-        if not args.from_json.is_file():
-            raise EmvosInputError(f"--from-json {args.from_json}: no such file")
-        try:
-            summary = json.loads(args.from_json.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _not_a_summary(args.from_json) from None
-    else:
-        settings = settings_from_args(args)
-        models = _model_specs(args)
-        davis = _davis_subset(args)
-        if args.threads is not None:
-            if args.threads < 1:
-                raise EmvosInputError(f"--threads must be at least 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        device = resolve_device(args.device or "auto")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise EmvosInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-        out = args.out or Path("speed")
-        if out.exists() and not out.is_dir():
-            raise EmvosInputError(f"{out}: exists and is a file; give --out a folder path")
-        summary = SpeedRun(settings, models, device, out, command_line(args), args.official_repo, davis,
-                           None if args.quiet else _log_line).run()
-        print(f"-> {out / 'speed.json'}, {out / 'speed.csv'}", file=sys.stderr)
-    try:
-        text = format_text(summary)
-        markdown = format_markdown(summary) if args.doc is not None else None
-    except (KeyError, TypeError, AttributeError):
-        if args.from_json is None:
-            raise
-        raise _not_a_summary(args.from_json) from None  # JSON of another shape
-    print(text)
-    if markdown is not None:
-        write_text_atomically(args.doc, markdown)
-        print(f"-> {args.doc}", file=sys.stderr)
-    return 0
-
