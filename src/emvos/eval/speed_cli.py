@@ -12,7 +12,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
@@ -39,7 +39,7 @@ def _ints(option: str, text: str, smallest: int) -> tuple[int, ...]:
 def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     """The sweep: ``--quick`` or the full one, with the options given on the command line."""
     settings = QUICK if args.quick else SweepSettings()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # SweepSettings fields
     if args.modes:
         changes["modes"] = tuple(m for m in args.modes.split(",") if m)
     if args.objects:
@@ -47,8 +47,8 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     if args.lengths:
         changes["lengths"] = () if args.lengths == "none" else _ints("--lengths", args.lengths, 1)
     if args.resolutions:
-        changes["resolutions"] = _ints("--resolutions", args.resolutions, 32)
-        if any(r % 2 for r in changes["resolutions"]):  # type: ignore[union-attr]
+        changes["resolutions"] = resolutions = _ints("--resolutions", args.resolutions, 32)
+        if any(r % 2 for r in resolutions):
             raise EmvosInputError(f"--resolutions must be even (mp4 frames), got {args.resolutions}")
     for option, smallest in (("warmup", 1), ("min_frames", 1), ("max_frames", 1)):
         value = getattr(args, option)
