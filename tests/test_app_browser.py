@@ -159,6 +159,20 @@ def test_draw_propagate_review_and_export_in_a_browser(browser: Any, app_url: tu
     _wait(lambda: by_id("frameLabel").text == f"frame 3 / {FRAMES - 1}", "frame 3")
     _wait(lambda: by_id("sourceBadge").text == "propagated", "the propagated mask of frame 3")
 
+    # Review: object 1 is lost at frame 4 (results written as a propagation does); the reloaded page lists
+    # the flag, and a click on it shows frame 4.
+    sure = np.full((2, H, W), 230, np.uint8)
+    workspace.write_result(3, np.pad(np.ones((20, 20), np.uint8), ((10, H - 30), (10, W - 30))), (1, 2), sure)
+    workspace.write_result(4, np.zeros((H, W), np.uint8), (1, 2), sure)
+    browser.refresh()
+    flag = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#reviewList button[data-frame='4']") or None,
+                 "the review list")
+    assert flag[0].text == "frame 4 · object 1: lost"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#reviewList li")) == len(session.review())
+    flag[0].click()
+    _wait(lambda: by_id("frameLabel").text == f"frame 4 / {FRAMES - 1}", "the flagged frame")
+
+    browser.find_element(By.CSS_SELECTOR, "#exportFormats input[value='soft']").click()
     by_id("exportButton").click()
     link = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#exportList a[href$='clip.zip']") or None,
                  "the export links")
@@ -175,8 +189,9 @@ def test_draw_propagate_review_and_export_in_a_browser(browser: Any, app_url: tu
         assert set(np.unique(np.asarray(image)).tolist()) <= {0, 1, 2}
     assert np.array_equal(np.asarray(Image.open(pngs[0])), labels)
     with zipfile.ZipFile(workspace.exports_dir / "clip.zip") as archive:
-        masks_and_movie = [n for n in archive.namelist() if not n.startswith(("binary/", "coco/", "yolo/"))]
+        masks_and_movie = [n for n in archive.namelist() if not n.startswith(("binary/", "soft/", "coco/", "yolo/"))]
         assert len(masks_and_movie) == FRAMES + 1 and "clip.mp4" in masks_and_movie
+        assert "soft/1/00000.png" in archive.namelist() and "npz/00000.npz" not in archive.namelist()
     assert Image.open(screenshot).size[0] > 0
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors

@@ -32,11 +32,11 @@ from _app_support import (
     write_video,
 )
 from emvos.app.server import create_app
-from emvos.app.session import AppSession, propagation_plan
+from emvos.app.session import EXPORT_FORMATS, AppSession, propagation_plan
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 from emvos.io import DAVIS_PALETTE
-from emvos.io.formats import read_results
+from emvos.io.formats import SOFT_FORMATS, read_npz_frame, read_results
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,7 @@ class RecordingPredictor:
     """Stands in for VideoPredictor (its propagation loop, with recorded steps); optionally blocks until released."""
 
     lookahead = 1
+    cuda_graphs = False
     propagate = VideoPredictor.propagate
 
     def __init__(self, gate: threading.Event | None = None) -> None:
@@ -94,7 +95,7 @@ class RecordingPredictor:
         self.gate = gate
         self.entered = threading.Event()
 
-    def init_state(self) -> VideoState:
+    def init_state(self, probabilities: bool = False) -> VideoState:
         return VideoState()
 
     def step_many(self, state: VideoState, images: list[np.ndarray], masks: list[np.ndarray | None]) -> Any:
@@ -463,6 +464,88 @@ def test_export_writes_davis_pngs_an_overlay_and_a_zip(opened: FlaskClient, sess
         back = read_results(format, exports / format)
         assert all(np.array_equal(back[name], labels) for name, labels in palette.items() if labels.any())
     assert not [p for p in exports.rglob("*") if p.name.startswith(".")]
+
+
+def _stored_results(session: AppSession) -> dict[int, np.ndarray]:
+    """Results of frames 0..4 with their probabilities (two boxes, each object sure inside its box to a
+    different degree), written as a propagation does; frame 5 holds an annotation only."""
+    stored = {}
+    for index in range(FRAMES - 1):
+        labels = box_mask({1: (4, 20, 2 + 4 * index, 22 + 4 * index), 4: (30, 44, 40, 60)})
+        probabilities = np.stack([np.where(labels == 1, 200 + index, 10), np.where(labels == 4, 250, 3)])
+        stored[index] = probabilities.astype(np.uint8)
+        session.workspace.write_result(index, labels, (1, 4), stored[index])
+    session.workspace.write_annotation(FRAMES - 1, box_mask({4: (30, 44, 40, 60)}))
+    return stored
+
+
+@pytest.mark.parametrize("format", EXPORT_FORMATS)
+def test_export_writes_each_format_of_segment(opened: FlaskClient, session: AppSession, format: str) -> None:
+    stored = _stored_results(session)
+    assert opened.get("/api/state").get_json()["export_formats"]["offered"] == list(EXPORT_FORMATS)
+    assert opened.post("/api/export", json={"formats": [format]}).status_code == 202
+    assert wait_job(opened)["state"] == "done"
+    exports = session.workspace.exports_dir
+    with zipfile.ZipFile(exports / "clip.zip") as archive:
+        assert {name.split("/")[0] for name in archive.namelist()} == {"Annotations", "clip.mp4", format}
+    palette = {p.stem: np.asarray(Image.open(p)) for p in (exports / "Annotations" / "clip").glob("*.png")}
+    back = read_results(format, exports / format, size=(H, W))
+    assert sorted(back) == sorted(palette)
+    for name, labels in palette.items():
+        np.testing.assert_array_equal(back[name], labels)
+    if format in SOFT_FORMATS:  # the network's probabilities of each result, 0 or 255 for the annotation
+        for index, probabilities in stored.items():
+            if format == "npz":
+                _, object_ids, planes = read_npz_frame(exports / "npz" / f"{index:05d}.npz")
+            else:
+                object_ids = (1, 4)
+                planes = np.stack([np.asarray(Image.open(exports / "soft" / str(i) / f"{index:05d}.png"))
+                                   for i in object_ids])
+            assert object_ids == (1, 4)
+            np.testing.assert_array_equal(planes, probabilities)
+        last = np.asarray(Image.open(exports / "soft" / "4" / f"{FRAMES - 1:05d}.png")) if format == "soft" \
+            else read_npz_frame(exports / "npz" / f"{FRAMES - 1:05d}.npz")[2][0]
+        np.testing.assert_array_equal(last, np.where(palette[f"{FRAMES - 1:05d}"] == 4, 255, 0))
+
+
+def test_export_refuses_unknown_formats_and_soft_ones_without_probabilities(opened: FlaskClient,
+                                                                           session: AppSession) -> None:
+    response = opened.post("/api/export", json={"formats": ["binary", "tiff"]})
+    assert response.status_code == 400 and "'tiff'" in response.get_json()["error"]
+    assert opened.post("/api/export", json={"formats": "binary"}).status_code == 400
+    _stored_results(session)
+    session.workspace.write_result(2, box_mask({1: (0, 9, 0, 9)}))  # stored without probabilities
+    for format in SOFT_FORMATS:
+        response = opened.post("/api/export", json={"formats": ["binary", format]})
+        assert response.status_code == 400 and "frame 2" in response.get_json()["error"]
+    assert not session.workspace.exports_dir.exists()
+    assert opened.post("/api/export", json={"formats": ["binary", "coco"]}).status_code == 202
+    assert wait_job(opened)["state"] == "done"
+
+
+def test_review_lists_the_frames_to_check(opened: FlaskClient, session: AppSession) -> None:
+    assert opened.get("/api/review").get_json() == {"needs_review": []}
+    sure = np.full((1, H, W), 240, np.uint8)
+    areas = {0: 20, 1: 20, 2: 0, 3: 20, 4: 40}  # box sides: lost at 2, four times the area at 4
+    for index, side in areas.items():
+        labels = box_mask({1: (0, side, 0, side)} if side else {})
+        session.workspace.write_result(index, labels, (1,), sure if index != 3 else sure // 4)  # unsure at 3
+    flagged = opened.get("/api/review").get_json()["needs_review"]
+    assert [(f["index"], f["name"], f["object"], f["reason"]) for f in flagged] == [
+        (2, "00002", 1, "lost"), (3, "00003", 1, "low confidence"), (4, "00004", 1, "area change")]
+    (session.workspace.results_dir / "00003.png").unlink()  # a gap: frames 2 and 4 are not compared
+    assert [f["index"] for f in opened.get("/api/review").get_json()["needs_review"]] == [2]
+
+
+def test_propagation_keeps_the_probabilities_for_review(opened: FlaskClient, session: AppSession) -> None:
+    _put(opened, 0, box_mask({2: (12, 32, 8, 28)}))
+    opened.post("/api/propagate", json={"start": 0, "direction": "forward"})
+    assert wait_job(opened)["state"] == "done"
+    assert session.workspace.results_without_probabilities() == []
+    frames = session.workspace.review().frames
+    assert [f["index"] for f in frames] == list(range(FRAMES))
+    assert all(0 <= f["objects"]["2"]["confidence"] <= 1 for f in frames)
+    assert opened.get("/api/review").get_json()["needs_review"] == session.workspace.review().needs_review
 
 
 def test_export_before_any_video_is_refused(client: FlaskClient) -> None:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from emvos.cli import main
+from emvos.commands import SUBCOMMANDS
 from emvos.inference import predictor as predictor_module
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
@@ -179,9 +180,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("emvos ")
 
 
-@pytest.mark.parametrize("argv", [["eval", "--help"], ["segment", "--help"],
-                                  ["segment", "missing.mp4", "--mask", "m.png", "--out", "out"]],
-                         ids=["eval-help", "segment-help", "segment-bad-input"])
+#: ``--help`` of every subcommand, and of the subcommands' own subcommands.
+HELP_ARGVS = [[name, "--help"] for name in SUBCOMMANDS] + [
+    ["synth", "distractors", "--help"], ["visualize", "matching", "--help"], ["visualize", "toy", "--help"],
+    ["study", "matching", "--help"]]
+
+
+@pytest.mark.parametrize("argv", [*HELP_ARGVS, ["segment", "missing.mp4", "--mask", "m.png", "--out", "out"]],
+                         ids=[*("-".join(argv[:-1]) + "-help" for argv in HELP_ARGVS), "segment-bad-input"])
 def test_help_and_input_errors_come_before_pytorch_loads(argv: list[str], tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -16,7 +16,10 @@ Endpoints (JSON unless said otherwise; errors are ``{"error": "..."}``):
                                             the object they point at, raw ``H*W`` bytes (1 = object)
 ``POST /api/propagate``                     ``{"start", "direction": "forward"|"backward"}``
 ``GET  /api/job``, ``POST /api/job/cancel``   the job's progress; stop it after the current frame
-``POST /api/export``                        write PNGs, overlay mp4 and zip (a job)
+``GET  /api/review``                        ``{"needs_review": [...]}``: the propagated frames to check (object
+                                            lost, sudden area change, low confidence), as in ``review.json``
+``POST /api/export``                        ``{"formats": [...]}`` (optional): write PNGs, overlay mp4, the
+                                            masks in those formats and a zip (a job)
 ``GET  /api/exports/<name>``                download an export
 ==========================================  =====================================================
 
@@ -40,7 +43,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.utils import secure_filename
 
 from emvos.app.jobs import JobBusy
-from emvos.app.session import AppSession, PathRefused, WorkspaceOccupied
+from emvos.app.session import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS, AppSession, PathRefused, WorkspaceOccupied
 from emvos.errors import EmvosInputError
 from emvos.io import VIDEO_EXTENSIONS, read_mask
 from emvos.prompts import Click, prompt_mask
@@ -220,9 +223,17 @@ def create_app(session: AppSession, *, loopback_only: bool = True) -> Flask:
     def cancel() -> Response:
         return jsonify(cancelled=session.jobs.cancel())
 
+    @app.get("/api/review")
+    def review() -> Response:
+        return jsonify(needs_review=session.review())
+
     @app.post("/api/export")
     def export() -> tuple[Response, int]:
-        return jsonify(session.export().to_json()), 202
+        body = request.get_json(silent=True) or {}
+        formats = body.get("formats", DEFAULT_EXPORT_FORMATS) if isinstance(body, dict) else None
+        if not isinstance(formats, list | tuple) or not all(isinstance(f, str) for f in formats):
+            raise EmvosInputError(f'give {{"formats": [...]}}, a list of {", ".join(EXPORT_FORMATS)}')
+        return jsonify(session.export(formats).to_json()), 202
 
     @app.get("/api/exports/<path:name>")
     def download(name: str) -> Response:

@@ -39,7 +39,7 @@ from emvos.app.workspace import Workspace
 from emvos.errors import EmvosInputError
 from emvos.io import DAVIS_PALETTE, FRAME_EXTENSIONS, VIDEO_EXTENSIONS, LabelWriter, OverlayWriter, open_frames
 from emvos.io.files import atomic_file
-from emvos.io.formats import result_writer
+from emvos.io.formats import FORMATS, SOFT_FORMATS, result_writer
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import VideoPredictor
@@ -47,8 +47,11 @@ if TYPE_CHECKING:
 Direction = Literal["forward", "backward"]
 
 
-#: Formats the export writes besides the palette PNGs (:mod:`emvos.io.formats`), each in a folder of its name.
-EXPORT_FORMATS = ("binary", "coco", "yolo")
+#: Formats the export offers besides the palette PNGs (:mod:`emvos.io.formats`, as ``segment --format``),
+#: each written in a folder of its name.
+EXPORT_FORMATS = tuple(f for f in FORMATS if f != "palette")
+#: The formats an export writes when none are chosen.
+DEFAULT_EXPORT_FORMATS = ("binary", "coco", "yolo")
 
 
 class PathRefused(Exception):
@@ -167,6 +170,7 @@ class AppSession:
             "objects": self.workspace.object_ids() if video else [],
             "exports": sorted(p.name for p in exports.glob("*") if p.is_file() and not p.name.startswith("."))
             if exports.is_dir() else [],
+            "export_formats": {"offered": list(EXPORT_FORMATS), "default": list(DEFAULT_EXPORT_FORMATS)},
             "job": None if job is None else job.to_json(),
             "model": {"name": self.model_name, "error": self.model_error},
             "palette": DAVIS_PALETTE,
@@ -249,9 +253,11 @@ class AppSession:
                             else f"propagating {direction} from frame {anchor}")
             to_write = set(segmented)
             frames = _WorkspaceFrames(self.workspace, video.num_frames)
-            for prediction in predictor.propagate(predictor.init_state(), frames, masks, indices=plan):
+            state = predictor.init_state(probabilities=not predictor.cuda_graphs)  # CUDA graphs keep none
+            for prediction in predictor.propagate(state, frames, masks, indices=plan):
                 if prediction.index in to_write:
-                    self.workspace.write_result(prediction.index, prediction.labels)
+                    self.workspace.write_result(prediction.index, prediction.labels, prediction.object_ids,
+                                                prediction.probabilities)
                     progress.advance()
                 elif prediction.index == replayed[-1]:
                     progress.update(message=f"propagating {direction} from frame {anchor}")
@@ -272,17 +278,35 @@ class AppSession:
                 self.model_error = None
             return self._predictor
 
-    def export(self) -> JobStatus:
+    def review(self) -> list[dict[str, Any]]:
+        """The frames a person should check, as ``segment`` writes them in ``review.json``'s
+        ``needs_review`` (:meth:`Workspace.review`); none before a video is open."""
+        return self.workspace.review().needs_review if self.workspace.video is not None else []
+
+    def export(self, formats: Sequence[str] = DEFAULT_EXPORT_FORMATS) -> JobStatus:
         """Start writing the exports: palette PNGs (DAVIS layout), the overlay mp4, the same masks in
-        :data:`EXPORT_FORMATS` and a zip of them all.
+        ``formats`` (of :data:`EXPORT_FORMATS`) and a zip of them all.
 
         ``exports/Annotations/<video>/<frame>.png`` holds each frame's result, else its annotation,
         else an empty mask; ``exports/<video>.mp4`` the masks drawn over the frames;
-        ``exports/binary/``, ``exports/coco/``, ``exports/yolo/`` the masks in those formats
-        (:mod:`emvos.io.formats`); ``exports/<video>.zip`` all of them, as ``Annotations/<video>/...``,
-        ``<video>.mp4``, ``binary/...``, ``coco/...`` and ``yolo/...``.
+        ``exports/<format>/`` the masks in each format (:mod:`emvos.io.formats`; the soft formats
+        hold the network's probabilities of each result, and 0 or 255 for an annotation);
+        ``exports/<video>.zip`` all of them, as ``Annotations/<video>/...``, ``<video>.mp4`` and
+        ``<format>/...``.
+
+        Raises:
+            EmvosInputError: an unknown format, or a soft format while a result has no probabilities.
         """
         video = self.workspace.require_video()
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
+        if unknown:
+            raise EmvosInputError(f"cannot export {unknown[0]!r}; the formats are {', '.join(EXPORT_FORMATS)}")
+        formats = [f for f in EXPORT_FORMATS if f in formats]
+        soft = SOFT_FORMATS.intersection(formats)
+        missing = self.workspace.results_without_probabilities() if soft else []
+        if missing:
+            raise EmvosInputError(f"{' and '.join(sorted(soft))} export the network's probabilities, which frame "
+                                  f"{missing[0]}'s result was stored without; propagate again, or leave them out")
         out = self.workspace.exports_dir
 
         def work(progress: Progress) -> str:
@@ -292,22 +316,26 @@ class AppSession:
             movie = out / f"{video.name}.mp4"
             with LabelWriter(masks, DAVIS_PALETTE, "P") as labels_out, \
                     OverlayWriter(movie, video.fps, video.size) as overlay_out, \
-                    contextlib.ExitStack() as formats:
-                writers = [formats.enter_context(result_writer(f, out / f)) for f in EXPORT_FORMATS]
+                    contextlib.ExitStack() as stack:
+                writers = {f: stack.enter_context(result_writer(f, out / f)) for f in formats}
                 for index, frame_name in enumerate(video.frame_names):
                     labels = self.workspace.final_labels(index)
                     labels_out.write(frame_name, labels)
                     overlay_out.write(self.workspace.read_frame(index), labels)
                     ids = tuple(int(i) for i in np.unique(labels) if i)
-                    for writer in writers:
-                        writer.write(frame_name, labels, ids)
+                    soft_frame = self.workspace.final_probabilities(index, labels) if soft else None
+                    for name, writer in writers.items():
+                        if soft_frame is not None and name in SOFT_FORMATS:
+                            writer.write(frame_name, labels, *soft_frame)
+                        else:
+                            writer.write(frame_name, labels, ids)
                     progress.advance()
             archive_path = out / f"{video.name}.zip"
             with atomic_file(archive_path) as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED) as archive:
                 for frame_name in video.frame_names:
                     archive.write(masks / f"{frame_name}.png", f"Annotations/{video.name}/{frame_name}.png")
                 archive.write(movie, movie.name)
-                for path in sorted(p for f in EXPORT_FORMATS for p in (out / f).rglob("*") if p.is_file()):
+                for path in sorted(p for f in formats for p in (out / f).rglob("*") if p.is_file()):
                     archive.write(path, path.relative_to(out).as_posix())
             return f"exported {video.num_frames} frames: {archive_path.name}, {movie.name}"
 

@@ -6,6 +6,9 @@ Layout of a workspace folder::
     frames/00000.jpg        every frame, decoded once (JPEG, quality 95, no chroma subsampling)
     annotations/00000.png   the masks the user drew or imported, by frame index
     results/00000.png       the propagated masks, by frame index
+    probabilities/00000.npz the network's probabilities of each propagated mask, in the ``npz`` result
+                            format (:class:`~emvos.io.formats.NpzWriter`): the soft exports and the
+                            confidence of the frames to review
     exports/                palette PNGs in the DAVIS layout, the overlay mp4 and the zip
 
 Masks are indexed PNGs with the DAVIS palette whose pixel values are object ids. Files are named
@@ -31,8 +34,10 @@ import numpy as np
 from PIL import Image
 
 from emvos.errors import EmvosInputError
+from emvos.inference.review import ReviewLog
 from emvos.io import FrameSource
 from emvos.io.files import atomic_file
+from emvos.io.formats import NpzWriter, read_npz_frame
 from emvos.io.masks import read_label_png, write_label_png
 
 #: Version of the workspace layout, stored in ``workspace.json``.
@@ -105,7 +110,7 @@ class Workspace:
         if self.path.exists() and not self.path.is_dir():
             raise EmvosInputError(f"{self.path}: the workspace is a file, not a folder; pass a folder path")
         try:
-            for folder in (self.path, self.frames_dir, self.annotations_dir, self.results_dir):
+            for folder in (self.path, *self._video_dirs):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise EmvosInputError(f"{self.path}: cannot create the workspace ({error.strerror or error})") from error
@@ -128,6 +133,16 @@ class Workspace:
         return self.path / "results"
 
     @property
+    def probabilities_dir(self) -> Path:
+        """Folder of the propagated masks' probabilities."""
+        return self.path / "probabilities"
+
+    @property
+    def _video_dirs(self) -> tuple[Path, ...]:
+        """The folders a video's files are kept in, exports aside."""
+        return self.frames_dir, self.annotations_dir, self.results_dir, self.probabilities_dir
+
+    @property
     def exports_dir(self) -> Path:
         """Folder of the exports."""
         return self.path / "exports"
@@ -139,7 +154,7 @@ class Workspace:
 
     def _remove_temporary_files(self) -> None:
         """Delete what a killed server left behind: half-written ``*.tmp`` files and scratch folders."""
-        for folder in (self.path, self.annotations_dir, self.results_dir):
+        for folder in (self.path, self.annotations_dir, self.results_dir, self.probabilities_dir):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
         for scratch in self.path.glob(".scratch-*"):
@@ -172,9 +187,9 @@ class Workspace:
         """Forget the video: delete its frames, annotations, results and exports."""
         self.video = None
         self.manifest.unlink(missing_ok=True)
-        for folder in (self.frames_dir, self.annotations_dir, self.results_dir, self.exports_dir):
+        for folder in (*self._video_dirs, self.exports_dir):
             shutil.rmtree(folder, ignore_errors=True)
-        for folder in (self.frames_dir, self.annotations_dir, self.results_dir):
+        for folder in self._video_dirs:
             folder.mkdir()
 
     def import_frames(self, frames: FrameSource, name: str, source: str,
@@ -266,10 +281,36 @@ class Workspace:
         """The propagated mask of frame ``index``, or ``None``."""
         return _read_labels(self.results_dir / f"{index:05d}.png")
 
-    def write_result(self, index: int, labels: np.ndarray) -> None:
-        """Store the propagated mask of frame ``index``."""
+    def write_result(self, index: int, labels: np.ndarray, object_ids: tuple[int, ...] = (),
+                     probabilities: np.ndarray | None = None) -> None:
+        """Store the propagated mask of frame ``index`` and, when given, the probabilities it came from.
+
+        Args:
+            index: The frame.
+            labels: ``(H, W) uint8`` object ids.
+            object_ids: The objects tracked at the frame, in the order of ``probabilities``.
+            probabilities: ``(len(object_ids), H, W) uint8`` probability x 255, or ``None``.
+        """
         self._check_labels(labels)
+        stored = self.probabilities_dir / f"{index:05d}.npz"
+        if probabilities is None:
+            stored.unlink(missing_ok=True)
+        else:
+            NpzWriter(self.probabilities_dir).write(stored.stem, labels, object_ids, probabilities)
         write_label_png(self.results_dir / f"{index:05d}.png", labels)
+
+    def _stored_probabilities(self, index: int, labels: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """The objects and probabilities stored with the result ``labels`` of frame ``index``; ``None``
+        when there are none, or they belong to another result (a write cut short)."""
+        path = self.probabilities_dir / f"{index:05d}.npz"
+        if not path.is_file():
+            return None
+        stored, object_ids, probabilities = read_npz_frame(path)
+        return (object_ids, probabilities) if np.array_equal(stored, labels) else None
+
+    def results_without_probabilities(self) -> list[int]:
+        """Indices of the results stored without probabilities (propagated with CUDA graphs or an older emvos)."""
+        return [index for index in self.results() if not (self.probabilities_dir / f"{index:05d}.npz").is_file()]
 
     def final_labels(self, index: int) -> np.ndarray:
         """What frame ``index`` exports: its result, else its annotation, else an empty mask."""
@@ -277,6 +318,42 @@ class Workspace:
             if labels is not None:
                 return labels
         return np.zeros(self.require_video().size, np.uint8)
+
+    def final_probabilities(self, index: int, labels: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+        """The objects of what frame ``index`` exports (``labels``, :meth:`final_labels`) and their
+        ``(O, H, W) uint8`` probabilities x 255: the network's for a result, 0 or 255 for an
+        annotation or an empty mask.
+
+        Raises:
+            EmvosInputError: the frame's result has no probabilities stored with it.
+        """
+        if (self.results_dir / f"{index:05d}.png").is_file():
+            stored = self._stored_probabilities(index, labels)
+            if stored is None:
+                raise EmvosInputError(f"frame {index}'s result was stored without probabilities; propagate "
+                                      "again, or export without the soft and npz formats")
+            return stored
+        object_ids = tuple(int(value) for value in np.unique(labels) if value)
+        certain = np.stack([labels == i for i in object_ids]) if object_ids else np.zeros((0, *labels.shape), bool)
+        return object_ids, certain.astype(np.uint8) * np.uint8(255)
+
+    def review(self) -> ReviewLog:
+        """The propagated frames a person should check (:mod:`emvos.inference.review`): every result in
+        frame order, each run of consecutive results a pass; confidence where probabilities are stored."""
+        video = self.require_video()
+        known = tuple(self.object_ids())
+        log = ReviewLog()
+        previous = None
+        for index in self.results():
+            labels = self.read_result(index)
+            if labels is None:  # deleted since the listing
+                continue
+            if previous is not None and index != previous + 1:
+                log.new_pass()
+            object_ids, probabilities = self._stored_probabilities(index, labels) or (known, None)
+            log.add(index, video.frame_names[index], labels, object_ids, probabilities)
+            previous = index
+        return log
 
     def object_ids(self) -> list[int]:
         """The ids of the objects in the annotations, ascending."""

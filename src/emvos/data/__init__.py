@@ -12,21 +12,28 @@ Every dataset here is a map-style :class:`torch.utils.data.Dataset` of virtually
   (:mod:`emvos.data.synthetic`, which also writes them to disk as a benchmark).
 """
 
-from emvos.data.base import MAX_DRAWS, SKIP_REASONS, VIRTUAL_LENGTH, ClipDataset, SampleSkipped
-from emvos.data.davis import DAVIS_YEARS, DavisClips
-from emvos.data.static import (
-    CocoImage,
-    PairedImage,
-    StaticImage,
-    StaticImages,
-    StaticPseudoVideos,
-    coco_instances,
-    image_folder_pairs,
-)
-from emvos.data.synthetic import DistractorClips, DistractorSettings, DistractorVideo
-from emvos.data.transforms import CropBox, swap_and_attach
-from emvos.data.video import AnnotatedVideo, VideoClips
-from emvos.data.ytvos import YTVOSClips
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from emvos.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from emvos.data.base import MAX_DRAWS, SKIP_REASONS, VIRTUAL_LENGTH, ClipDataset, SampleSkipped
+    from emvos.data.davis import DAVIS_YEARS, DavisClips
+    from emvos.data.static import (
+        CocoImage,
+        PairedImage,
+        StaticImage,
+        StaticImages,
+        StaticPseudoVideos,
+        coco_instances,
+        image_folder_pairs,
+    )
+    from emvos.data.synthetic import DistractorClips, DistractorSettings, DistractorVideo
+    from emvos.data.transforms import CropBox, swap_and_attach
+    from emvos.data.video import AnnotatedVideo, VideoClips
+    from emvos.data.ytvos import YTVOSClips
 
 __all__ = [
     "AnnotatedVideo",
@@ -52,3 +59,14 @@ __all__ = [
     "image_folder_pairs",
     "swap_and_attach",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "emvos.data.base": ("MAX_DRAWS", "SKIP_REASONS", "VIRTUAL_LENGTH", "ClipDataset", "SampleSkipped"),
+    "emvos.data.davis": ("DAVIS_YEARS", "DavisClips"),
+    "emvos.data.static": ("CocoImage", "PairedImage", "StaticImage", "StaticImages", "StaticPseudoVideos",
+                          "coco_instances", "image_folder_pairs"),
+    "emvos.data.synthetic": ("DistractorClips", "DistractorSettings", "DistractorVideo"),
+    "emvos.data.transforms": ("CropBox", "swap_and_attach"),
+    "emvos.data.video": ("AnnotatedVideo", "VideoClips"),
+    "emvos.data.ytvos": ("YTVOSClips",),
+})

@@ -8,7 +8,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from emvos.commands import command_summary
-from emvos.data.synthetic import DistractorSettings, parse_size, write_distractor_benchmark
 from emvos.errors import EmvosInputError
 
 #: The settings ``emvos synth distractors`` can set instead of the difficulty's, and their types.
@@ -62,6 +61,8 @@ def _add_distractors_parser(generators: argparse._SubParsersAction) -> None:
 
 def run_distractors(args: argparse.Namespace) -> int:
     """Write the benchmark; print where and with which settings."""
+    from emvos.data.synthetic import DistractorSettings, parse_size, write_distractor_benchmark  # imports PyTorch
+
     size = parse_size(args.size, "--size")
     overrides = {name: getattr(args, name) for name in SETTING_OPTIONS if getattr(args, name) is not None}
     try:

@@ -30,9 +30,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from tqdm import tqdm
 
 from emvos.commands import command_summary
@@ -40,9 +39,13 @@ from emvos.errors import EmvosInputError
 from emvos.eval.davis import RESOLUTION, YEARS, EvaluationResult, evaluate_results, format_report, write_reports
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, wait_for_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.io import LabelWriter, open_frames, read_mask
 from emvos.io.files import write_text_atomically
+
+if TYPE_CHECKING:  # PyTorch is imported when a command runs, not when its options are parsed
+    import torch
+
+    from emvos.inference.predictor import FramePrediction, VideoPredictor
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak resident memory of this process, and peak CUDA memory allocated on ``device``, in MiB."""
     peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
+        import torch
+
         peak["peak_vram_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return peak
 
@@ -120,6 +125,8 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 def run_info(args: argparse.Namespace, predictor: VideoPredictor) -> dict[str, object]:
     """What a run of the inference options (:func:`~emvos.inference.cli.add_inference_options`) used and
     how much memory it took: recorded with each shard's timings."""
+    import torch
+
     return {
         "device": str(predictor.device),
         "resolution": args.resolution,
@@ -242,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
     shard, shards = _launch_shard(args)
     results = args.out / "results"
     if not args.merge:
+        import torch
+
         if shards > 1 and args.device == "auto" and torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard)) % torch.cuda.device_count()}"
         predictor = build_predictor(args)

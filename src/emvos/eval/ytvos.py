@@ -44,9 +44,9 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from emvos.commands import command_summary
@@ -54,9 +54,11 @@ from emvos.errors import EmvosInputError
 from emvos.eval.benchmark import run_info
 from emvos.eval.shards import clear_shard, parse_shard, read_shards, write_shard
 from emvos.inference.cli import add_inference_options, build_predictor
-from emvos.inference.predictor import FramePrediction, VideoPredictor
 from emvos.io import FRAME_EXTENSIONS, LabelWriter, MaskMode, check_mask_size, natural_sort_key, open_frames, read_mask
 from emvos.io.files import atomic_path, write_text_atomically
+
+if TYPE_CHECKING:  # PyTorch is imported when the command runs, not when its options are parsed
+    from emvos.inference.predictor import FramePrediction, VideoPredictor
 
 #: Name of the zip written into the output folder.
 SUBMISSION_ZIP = "submission.zip"
@@ -321,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
         raise EmvosInputError(f"{args.out}: exists and is a file; give --out a folder path")
     shard, shards = args.shard or (0, 1)
     if not args.merge:
+        import torch
+
         if shards > 1 and args.device == "auto" and torch.cuda.device_count() > 1:
             args.device = f"cuda:{shard % torch.cuda.device_count()}"
         predictor = build_predictor(args)

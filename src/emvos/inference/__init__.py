@@ -6,16 +6,15 @@ the ``segment`` command can parse its arguments and check its inputs before PyTo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from emvos.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
 
 __all__ = ["FramePrediction", "VideoPredictor", "VideoState"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("emvos.inference.predictor"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "emvos.inference.predictor": ("FramePrediction", "VideoPredictor", "VideoState"),
+})

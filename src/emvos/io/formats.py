@@ -13,7 +13,8 @@
 ==========  ==============================================================================
 
 Every writer takes ``write(name, labels, object_ids, probabilities)`` per frame and ``close()``;
-:func:`read_results` reads any format back to ``{frame name: (H, W) uint8 labels}``.
+:func:`read_results` reads any format back to ``{frame name: (H, W) uint8 labels}``;
+:func:`read_npz_frame` one ``npz`` frame with its probabilities.
 """
 
 from __future__ import annotations
@@ -208,11 +209,7 @@ def read_results(format: str, out_dir: str | Path, size: tuple[int, int] | None 
         return {name: _winner([i for i, _ in planes], np.stack([p for _, p in planes]))
                 for name, planes in stacks.items()}
     if format == "npz":
-        result = {}
-        for path in sorted(out.glob("*.npz")):
-            with np.load(path) as data:
-                result[path.stem] = data["labels"]
-        return result
+        return {path.stem: read_npz_frame(path)[0] for path in sorted(out.glob("*.npz"))}
     if format == "coco":
         from pycocotools import mask as coco_mask
 
@@ -259,6 +256,17 @@ def fill_polygons(polygons: Sequence[tuple[int, np.ndarray]], size: tuple[int, i
     for object_id, points in polygons:
         cv2.fillPoly(labels, [np.round(points * (width, height) - 0.5).astype(np.int32)], int(object_id))
     return labels
+
+
+def read_npz_frame(path: str | Path) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+    """One frame of the ``npz`` format (:class:`NpzWriter`).
+
+    Returns:
+        ``(labels, object_ids, probabilities)``: ``(H, W) uint8`` ids, the objects tracked at the
+        frame, and their ``(O, H, W) uint8`` probabilities x 255 (O = ``len(object_ids)``).
+    """
+    with np.load(path) as data:
+        return data["labels"], tuple(int(i) for i in data["object_ids"]), data["probabilities"]
 
 
 def _winner(object_ids: list[int], planes: np.ndarray) -> np.ndarray:

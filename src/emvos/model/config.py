@@ -13,6 +13,9 @@ BRANCH_SETS = {"sm": ("sm",), "em": ("em",), "sm+em": ("sm", "em")}
 BijectiveKind = Literal["kernel", "topk"]
 #: The paper's best test-time settings (Table 5): kernel std 32 / 32 grid cells, top-K 128 / 16.
 BIJECTIVE_DEFAULTS: dict[str, tuple[float, float]] = {"kernel": (32.0, 32.0), "topk": (128.0, 16.0)}
+#: The kernel std and top-K with the first frame as the only reference (their K1), e.g. for one-frame score maps.
+DEFAULT_KERNEL_K = BIJECTIVE_DEFAULTS["kernel"][0]
+DEFAULT_TOPK_K = int(BIJECTIVE_DEFAULTS["topk"][0])
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,13 @@ needs PyTorch and the ``onnx`` package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from emvos.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from emvos.onnx.predictor import OnnxPredictor, OnnxState
 
 __all__ = ["OnnxPredictor", "OnnxState"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("emvos.onnx.predictor"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"emvos.onnx.predictor": ("OnnxPredictor", "OnnxState")})

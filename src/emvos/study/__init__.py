@@ -12,8 +12,21 @@ Example::
     run_study(config, Path("runs/study-matching"), command="...", doc=Path("docs/matching-study.md"))
 """
 
-from emvos.study.config import StudyConfig, load_study_config, study_preset_names
-from emvos.study.matching import run_study
-from emvos.study.report import StudyResults, replace_section
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from emvos.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from emvos.study.config import StudyConfig, load_study_config, study_preset_names
+    from emvos.study.matching import run_study
+    from emvos.study.report import StudyResults, replace_section
 
 __all__ = ["StudyConfig", "StudyResults", "load_study_config", "replace_section", "run_study", "study_preset_names"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "emvos.study.config": ("StudyConfig", "load_study_config", "study_preset_names"),
+    "emvos.study.matching": ("run_study",),
+    "emvos.study.report": ("StudyResults", "replace_section"),
+})

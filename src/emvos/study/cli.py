@@ -11,9 +11,7 @@ from pathlib import Path
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.study.config import load_study_config, study_preset_names
-from emvos.study.matching import run_study
 from emvos.study.report import replace_section
-from emvos.train import TrainingInterrupted
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +58,9 @@ def run_matching(args: argparse.Namespace) -> int:
             raise EmvosInputError(f"--doc {args.doc}: give a Markdown file in an existing folder")
         if args.doc.is_file():
             replace_section(args.doc.read_text(encoding="utf-8"), "")  # broken markers: fail now, not at the end
+    from emvos.study.matching import run_study  # PyTorch, once the inputs are checked
+    from emvos.train.trainer import TrainingInterrupted
+
     try:
         run_study(config, args.out, command_line(args), doc=args.doc, progress=not args.quiet)
     except TrainingInterrupted as stopped:

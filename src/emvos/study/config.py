@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from emvos.data.synthetic import DistractorSettings, parse_size
 from emvos.errors import EmvosInputError
 from emvos.model.config import BRANCH_SETS
 from emvos.train.config import TrainConfig, apply_overrides, build_dataclass, read_config_file
+
+if TYPE_CHECKING:
+    from emvos.data.synthetic import DistractorSettings
 
 #: Placeholder for the study's output folder in the training recipe's data roots.
 OUT_PLACEHOLDER = "${out}"
@@ -86,6 +88,8 @@ class DistractorSets:
 
     def settings(self) -> DistractorSettings:
         """The generator's knobs."""
+        from emvos.data.synthetic import DistractorSettings  # imports PyTorch: not needed to read a config
+
         try:
             return DistractorSettings.from_difficulty(self.difficulty, **self.knobs)
         except ValueError as exc:
@@ -93,6 +97,8 @@ class DistractorSets:
 
     def frame_size(self) -> tuple[int, int]:
         """``(H, W)`` of the frames."""
+        from emvos.data.synthetic import parse_size
+
         return parse_size(self.size, "size")
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
 from emvos.train.config import TrainConfig, load_config, preset_names
-from emvos.train.trainer import TrainingInterrupted, build_feature_caches, read_training_checkpoint, train
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +47,8 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
     if args.config is None:
         if not resume:
             raise EmvosInputError("give --config FILE_OR_PRESET, or --resume PATH to continue a run")
+        from emvos.train.trainer import read_training_checkpoint  # PyTorch: imported once the command runs
+
         config = load_config(None, overrides, base=read_training_checkpoint(resume)["train_config"])
     else:
         config = load_config(args.config, overrides)
@@ -62,6 +63,8 @@ def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, and report; a stop signal exits with 128 + its number."""
     config, resume = _resolve(args)
+    from emvos.train.trainer import TrainingInterrupted, build_feature_caches, train  # PyTorch, after the checks
+
     if args.build_cache:
         stages = build_feature_caches(config)
         print(f"feature caches of {stages} stage(s) are built" if stages else

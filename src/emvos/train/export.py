@@ -16,8 +16,6 @@ from pathlib import Path
 
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
-from emvos.model.checkpoint import load_model, save_checkpoint
-from emvos.train.trainer import read_training_checkpoint
 
 
 def export_model(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
@@ -34,6 +32,9 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True) -> 
     out = Path(out)
     if out.is_dir():
         raise EmvosInputError(f"{out}: is a folder; give the model file to write, e.g. {out / 'model.pt'}")
+    from emvos.model.checkpoint import load_model, save_checkpoint  # PyTorch: not needed to parse the options
+    from emvos.train.trainer import read_training_checkpoint
+
     data = read_training_checkpoint(checkpoint)
     model = load_model(checkpoint)
     trained = {"train_config": data["train_config"], "step": data.get("step"), "stage": data["stage_name"],

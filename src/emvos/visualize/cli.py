@@ -6,15 +6,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import VideoPredictor
 from emvos.inference.settings import DEFAULT_RESOLUTION
 from emvos.io import check_mask_size, open_frames, read_mask
-from emvos.visualize.scores import DEFAULT_KERNEL_K, DEFAULT_TOPK_K, matching_score_maps, render_matching_figure
-from emvos.visualize.toy import render_toy_figure
+from emvos.model.config import DEFAULT_KERNEL_K, DEFAULT_TOPK_K
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -95,6 +92,11 @@ def _frames_at(source: Path, indices: set[int]) -> dict[int, np.ndarray]:
 
 def run_matching(args: argparse.Namespace) -> int:
     """Check the inputs, compute the score maps and write the figure."""
+    import torch  # imported once the command runs, not to parse its options
+
+    from emvos.inference.predictor import VideoPredictor
+    from emvos.visualize.scores import matching_score_maps, render_matching_figure
+
     _check_out(args.out)
     if args.kernel_k <= 0 or args.topk_k < 1:
         raise EmvosInputError(f"--kernel-k must be > 0 and --topk-k >= 1, got {args.kernel_k:g} and {args.topk_k}")
@@ -126,6 +128,8 @@ def run_matching(args: argparse.Namespace) -> int:
 
 def run_toy(args: argparse.Namespace) -> int:
     """Write the toy figure."""
+    from emvos.visualize.toy import render_toy_figure
+
     _check_out(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     render_toy_figure().save(args.out)

@@ -26,16 +26,13 @@ from PIL import Image
 
 from emvos.inference.geometry import Geometry
 from emvos.io import overlay
-from emvos.model.config import BIJECTIVE_DEFAULTS, Bijective, BijectiveKind
+from emvos.model.config import DEFAULT_KERNEL_K, DEFAULT_TOPK_K, Bijective, BijectiveKind
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, Reference
 from emvos.visualize.canvas import colormap, normalise, panel_size, placeholder, titled_row
 
 #: The matchers, in the order of the figure's panels.
 MATCHERS = ("sm", "bm-kernel", "bm-topk", "em")
-#: Default bijective hyper-parameters: the paper's best K1 (first frame as reference, Table 5).
-DEFAULT_KERNEL_K = BIJECTIVE_DEFAULTS["kernel"][0]
-DEFAULT_TOPK_K = int(BIJECTIVE_DEFAULTS["topk"][0])
 
 
 @dataclass(frozen=True)

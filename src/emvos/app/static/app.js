@@ -30,6 +30,7 @@ const app = {
   playing: null,
   polling: null,
   imageCache: new Map(),
+  review: [],             // /api/review: {index, name, object, reason, ...} of each frame to check
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -59,13 +60,26 @@ async function refreshState() {
   app.results = new Set(state.results);
   for (const id of state.objects) if (!app.objectIds.includes(id)) app.objectIds.push(id);
   app.objectIds.sort((a, b) => a - b);
-  if (tokenChanged) resetVideo();
+  if (tokenChanged) { resetVideo(); refreshReview(); }
   renderChrome();
   if (state.job && state.job.state === "running") startPolling();
   return tokenChanged;
 }
 
 function video() { return app.state && app.state.video; }
+
+// The frames the server flags for review (the same flags as segment's review.json), shown on the
+// timeline and listed in the panel.
+async function refreshReview() {
+  try {
+    app.review = video() ? (await (await api("/api/review")).json()).needs_review : [];
+  } catch (error) {
+    showToast(error.message, true);
+    return;
+  }
+  renderReview();
+  renderMarks();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Video and frames
@@ -501,7 +515,71 @@ function renderMarks() {
   for (const i of app.results) ctx.fillRect(x(i) - cell / 2, canvas.height * 0.45, cell, canvas.height * 0.55);
   ctx.fillStyle = "#ffcc33";
   for (const i of app.annotated) ctx.fillRect(x(i) - devicePixelRatio, 0, 2 * devicePixelRatio, canvas.height);
+  ctx.fillStyle = "#ff5d5d";
+  const half = 4 * devicePixelRatio, tip = canvas.height * 0.45;
+  for (const i of flaggedFrames()) {
+    ctx.beginPath();
+    ctx.moveTo(x(i) - half, 0);
+    ctx.lineTo(x(i) + half, 0);
+    ctx.lineTo(x(i), tip);
+    ctx.closePath();
+    ctx.fill();
+  }
 }
+
+function flaggedFrames() { return [...new Set(app.review.map((flag) => flag.index))].sort((a, b) => a - b); }
+
+// A click on the timeline's marks jumps to the nearest flagged frame within a few pixels, else to the frame there.
+function onMarksClick(event) {
+  const v = video();
+  if (!v) return;
+  const rect = $("marks").getBoundingClientRect();
+  const inset = 8, span = rect.width - 2 * inset;
+  const position = (i) => inset + (v.frames > 1 ? i / (v.frames - 1) : 0.5) * span;
+  const clicked = event.clientX - rect.left;
+  const near = flaggedFrames().filter((i) => Math.abs(position(i) - clicked) <= 6)
+    .sort((a, b) => Math.abs(position(a) - clicked) - Math.abs(position(b) - clicked));
+  loadFrame(near.length ? near[0] : Math.round((clicked - inset) / span * (v.frames - 1)));
+}
+
+function nextFlag(step) {
+  const frames = flaggedFrames();
+  const target = step > 0 ? frames.find((i) => i > app.frame) : frames.reverse().find((i) => i < app.frame);
+  if (target !== undefined) loadFrame(target);
+}
+
+function renderReview() {
+  const list = $("reviewList");
+  list.replaceChildren();
+  for (const flag of app.review) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.textContent = `frame ${flag.index} · object ${flag.object}: ${flag.reason}`;
+    button.dataset.frame = flag.index;
+    button.addEventListener("click", () => loadFrame(flag.index));
+    item.append(button);
+    list.append(item);
+  }
+  $("reviewCount").textContent = app.review.length ? `${flaggedFrames().length} frame(s) to check` :
+    app.results.size ? "nothing flagged" : "";
+}
+
+function renderExportFormats() {
+  const box = $("exportFormats");
+  if (box.childElementCount || !app.state.export_formats) return;
+  const {offered, default: chosen} = app.state.export_formats;
+  for (const format of offered) {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    input.value = format;
+    input.checked = chosen.includes(format);
+    label.append(input, ` ${format}`);
+    box.append(label);
+  }
+}
+
+function exportFormats() { return [...$("exportFormats").querySelectorAll("input:checked")].map((input) => input.value); }
 
 function renderObjects() {
   const list = $("objectList");
@@ -548,6 +626,7 @@ function renderChrome() {
     item.append(link);
     exports.append(item);
   }
+  renderExportFormats();
   renderObjects();
   renderMarks();
   renderFrameLabel();
@@ -597,7 +676,7 @@ function startPolling() {
       if (job.state === "failed") showToast(job.error, true); else showToast(job.message);
     }
     const changedVideo = await refreshState();
-    if (!changedVideo && job && job.kind === "propagate") loadFrame(app.frame);
+    if (!changedVideo && job && job.kind === "propagate") { loadFrame(app.frame); refreshReview(); }
   }, 300);
 }
 
@@ -791,7 +870,7 @@ function onKey(event) {
     "[": () => setSize(app.size - Math.max(1, Math.round(app.size / 8))),
     "]": () => setSize(app.size + Math.max(1, Math.round(app.size / 8))),
     n: addObject, h: () => { $("showMaskInput").checked = !$("showMaskInput").checked; draw(); },
-    o: openDialog,
+    o: openDialog, r: () => nextFlag(event.shiftKey ? -1 : 1),
     Enter: () => closePolygon(event.shiftKey), Escape: () => { app.polygon = []; drawCursor(); },
     Backspace: () => { app.polygon.pop(); drawCursor(); },
   };
@@ -817,7 +896,8 @@ function bind() {
   $("unannotateButton").addEventListener("click", removeAnnotation);
   $("forwardButton").addEventListener("click", () => propagate("forward"));
   $("backwardButton").addEventListener("click", () => propagate("backward"));
-  $("exportButton").addEventListener("click", () => runJob(() => postJson("/api/export")));
+  $("exportButton").addEventListener("click", () => runJob(() => postJson("/api/export", {formats: exportFormats()})));
+  $("marks").addEventListener("click", onMarksClick);
   $("cancelButton").addEventListener("click", () => postJson("/api/job/cancel").catch((e) => showToast(e.message, true)));
   $("prevButton").addEventListener("click", () => loadFrame(app.frame - 1));
   $("nextButton").addEventListener("click", () => loadFrame(app.frame + 1));
