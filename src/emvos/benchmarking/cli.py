@@ -14,9 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from emvos.benchmarking.report import format_markdown, format_text
 from emvos.benchmarking.settings import (
     MODES,
     QUICK,
@@ -26,12 +23,9 @@ from emvos.benchmarking.settings import (
     paper_spec,
     shipped_spec,
 )
-from emvos.benchmarking.sweep import SpeedRun
 from emvos.commands import command_summary
 from emvos.errors import EmvosInputError
-from emvos.eval.benchmark import split_sequences
 from emvos.eval.davis import YEARS
-from emvos.inference.predictor import resolve_device
 from emvos.io.files import write_text_atomically
 
 
@@ -151,6 +145,8 @@ def _davis_subset(args: argparse.Namespace) -> DavisSubset | None:
         raise EmvosInputError(f"--year must be one of {', '.join(map(str, YEARS))}, got {year}")
     split = args.split or "val"
     wanted = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    from emvos.eval.benchmark import split_sequences
+
     return DavisSubset(args.davis_root, year, split, tuple(split_sequences(args.davis_root, year, split, wanted)))
 
 
@@ -165,6 +161,12 @@ def _not_a_summary(path: Path) -> EmvosInputError:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options, run the sweep (or load ``--from-json``), print the tables, write the outputs."""
+    import torch
+
+    from emvos.benchmarking.report import format_markdown, format_text
+    from emvos.benchmarking.sweep import SpeedRun
+    from emvos.inference.predictor import resolve_device
+
     if args.from_json is not None:
         if not args.from_json.is_file():
             raise EmvosInputError(f"--from-json {args.from_json}: no such file")

@@ -6,14 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from emvos.errors import EmvosInputError
-from emvos.inference.predictor import SHIPPED_MODEL
-from emvos.model.checkpoint import OFFICIAL_CONFIG, load_model
+from emvos.inference.settings import SHIPPED_MODEL
 from emvos.model.config import ModelConfig
-from emvos.model.network import EMVOS
+
+if TYPE_CHECKING:  # the command line parses without PyTorch; these load when a sweep runs
+    import torch
+
+    from emvos.model.network import EMVOS
 
 
 def describe_weights(checkpoint: str | Path | None) -> str:
@@ -122,6 +124,11 @@ class ModelSpec:
 
     def build(self) -> EMVOS:
         """The network: the checkpoint's, or the architecture with seeded random weights."""
+        import torch
+
+        from emvos.model.checkpoint import load_model
+        from emvos.model.network import EMVOS
+
         if self.checkpoint is not None:
             return load_model(self.checkpoint)
         if self.config is None:
@@ -132,6 +139,8 @@ class ModelSpec:
 
 def paper_spec(checkpoint: Path | None = None) -> ModelSpec:
     """The paper's network (DenseNet-121, the official EMVOS architecture)."""
+    from emvos.model.checkpoint import OFFICIAL_CONFIG
+
     return ModelSpec("paper (densenet121)", OFFICIAL_CONFIG, checkpoint)
 
 
