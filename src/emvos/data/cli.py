@@ -108,6 +108,7 @@ def _add_crowd_parser(generators: argparse._SubParsersAction) -> None:
 def run_crowd(args: argparse.Namespace) -> int:
     """Write the crowd benchmark; print where."""
     from emvos.data.crowd import write_crowd_benchmark
+    from emvos.data.synthetic import parse_size
 
     size = parse_size(args.size, "--size")
     try:
