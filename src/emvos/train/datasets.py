@@ -40,6 +40,7 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -258,8 +259,6 @@ def mix_parts(data: DataConfig) -> list[tuple[DataConfig, float]]:
     Raises:
         EmvosInputError: the parts are not a list of such mappings.
     """
-    from emvos.train.config import DataConfig
-
     parts = data.options.get("parts")
     if set(data.options) != {"parts"} or not isinstance(parts, list) or not parts:
         raise EmvosInputError("stage data (mix): options must be {parts: [{kind, root, options, weight}, ...]}")
@@ -271,8 +270,8 @@ def mix_parts(data: DataConfig) -> list[tuple[DataConfig, float]]:
         if part["kind"] not in _REGISTRY or part["kind"] == "mix" or uses_encoder(part["kind"]):
             raise EmvosInputError(f"stage data (mix): part {i} has kind {part['kind']!r}; choose one of "
                                   f"{', '.join(k for k in dataset_kinds() if k != 'mix' and not uses_encoder(k))}")
-        result.append((DataConfig(part["kind"], str(part.get("root", "")), dict(part.get("options") or {})),
-                       float(part.get("weight", 1.0))))
+        result.append((dataclasses.replace(data, kind=part["kind"], root=str(part.get("root", "")),
+                                           options=dict(part.get("options") or {})), float(part.get("weight", 1.0))))
     return result
 
 
