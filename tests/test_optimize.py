@@ -45,7 +45,7 @@ def test_prepared_network_gives_the_reference_masks_on_a_real_sequence(davis2016
     np.testing.assert_array_equal(labels[True], labels[False])
     assert np.abs(probabilities[True] - probabilities[False]).max() <= 1  # of 255
     # The logits themselves, through the network's own unrolling (frame 0 given, the rest predicted).
-    clip = torch.stack([torch.from_numpy(f).permute(2, 0, 1) for f in frames]).float().div(255)[None]
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)[None]
     clip = F.interpolate(clip[0], size=(224, 400), mode="bilinear", align_corners=False)[None]
     mask = F.interpolate(torch.from_numpy(first > 0).float()[None, None], size=(224, 400), mode="nearest")[0]
     prepared = prepare_for_inference(network, CPU)
