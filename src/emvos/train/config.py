@@ -285,7 +285,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     wrong = EmvosInputError(f"config: {where}: expected {_describe(hint)}, got {value!r}")
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise wrong
         return build_dataclass(hint, value, where)

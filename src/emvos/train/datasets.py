@@ -163,7 +163,7 @@ def _clip_kwargs(options: dict[str, Any], clip_len: int, size: int, seed: int) -
     return {**options, "clip_length": clip_len, "crop_size": size, "seed": seed}
 
 
-def _video_clips(cls: type[Dataset]) -> DatasetBuilder:
+def _video_clips(cls: Callable[..., Dataset]) -> DatasetBuilder:
     """A builder of ``cls(root, clip_length=..., crop_size=..., seed=..., **options)`` (DAVIS, YouTube-VOS)."""
 
     def build(data: DataConfig, clip_len: int, size: int, seed: int, exclude: Sequence[str]) -> Dataset:
