@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--shorter-side", type=int, default=480, help="frame size to adapt at (default 480)")
-    parser.add_argument("--steps", type=int, default=AdaptSettings().steps, help="adaptation steps (default: the default)")
+    parser.add_argument("--steps", type=int, default=AdaptSettings().steps,
+                        help="adaptation steps (default: the default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     network = load_network(None)

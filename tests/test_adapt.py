@@ -12,8 +12,8 @@ import torch
 from emvos.inference.adapt import AdaptSettings, _affine_thetas, adapt_network, make_variants
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.predictor import VideoPredictor
-from emvos.model.encoders.base import Features
 from emvos.model.config import ModelConfig
+from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
 
 H, W = 48, 80

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from emvos.data import (
     MAX_DRAWS,
     VIRTUAL_LENGTH,
-    SampleSkipped,
     DavisClips,
+    SampleSkipped,
     StaticPseudoVideos,
     YTVOSClips,
     coco_instances,

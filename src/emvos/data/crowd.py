@@ -129,7 +129,8 @@ def _plan(rng: np.random.Generator, sources: _Sources, objects: int, size: tuple
 
 def _paste(canvas: np.ndarray, ids: np.ndarray, plan: PastedObject, object_id: int, t: int,
            sources: _Sources) -> None:
-    """Paste object ``object_id`` as it is at time ``t`` into ``canvas`` ``(H, W, 3) float32`` and ``ids`` ``(H, W)``."""
+    """Paste object ``object_id`` as it is at time ``t`` into ``canvas`` ``(H, W, 3) float32`` and
+    ``ids`` ``(H, W)``, both in place."""
     frames = len(sources.videos[plan.video].images)
     rgb, mask = sources.load(plan.video, ping_pong(plan.offset + t, frames))
     if not mask.any():

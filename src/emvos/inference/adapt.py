@@ -276,7 +276,8 @@ def _encode(encoder: Encode, images: Tensor, batch: int = 4) -> Features:
 
 
 def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
-                  settings: AdaptSettings = AdaptSettings(), encoder: Encode | None = None) -> tuple[EMVOS, AdaptReport]:
+                  settings: AdaptSettings = AdaptSettings(),
+                  encoder: Encode | None = None) -> tuple[EMVOS, AdaptReport]:
     """Fine-tune a copy of ``network`` on pseudo-videos of one annotated frame.
 
     Args:

@@ -49,8 +49,8 @@ from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
 from emvos.model.checkpoint import load_model
 from emvos.model.config import Bijective
-from emvos.model.matching import downsample_mask
 from emvos.model.encoders.base import Features
+from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
 #: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).

@@ -62,10 +62,10 @@ from emvos.data import (
     coco_instances,
     image_folder_pairs,
 )
-from emvos.data.static import yolo_instances
 from emvos.data.cached import CachedDavisClips
 from emvos.data.composite import CompositeClips
 from emvos.data.features import NamedEncoder
+from emvos.data.static import yolo_instances
 from emvos.errors import EmvosInputError
 
 if TYPE_CHECKING:  # the config module reads this one's registry (TrainConfig.validate); types only here
