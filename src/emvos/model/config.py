@@ -23,7 +23,7 @@ class ModelConfig:
     """Everything needed to rebuild a network; stored in every emvos checkpoint.
 
     Attributes:
-        encoder: registered encoder name (``densenet121``, ``efficientnet_lite0``).
+        encoder: registered encoder name (``densenet121``, ``efficientnet_lite0``, ``efficientnet_lite2``).
         branches: matching branches, a subset of :data:`BRANCHES` in that order; every branch
             matches the query against the first and the previous frame.
         key_channels: channels of each branch's key projection; ``None`` means half the encoder's
