@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emvos.errors import EmvosInputError
+from emvos.inference.adapt import AdaptSettings
 from emvos.inference.aggregate import aggregate
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
-from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState
+from emvos.inference.predictor import FramePrediction, VideoPredictor, VideoState, adapt_settings, load_network
+from emvos.inference.settings import SHIPPED_MODELS, checkpoint_file
+from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import Bijective, ModelConfig
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
@@ -430,3 +434,34 @@ def test_predictions_carry_probabilities_when_asked(predictor: VideoPredictor) -
             pixels = prediction.labels == object_id
             assert (probabilities[slot][pixels].astype(int) >= probabilities.max(axis=0)[pixels] - 1).all()
     assert list(predictor.propagate(predictor.init_state(frames)))[0].probabilities is None
+
+
+# -- checkpoints by name, and the adaptation a model file recommends ----------------------------------------
+
+
+def test_checkpoints_are_files_or_shipped_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert checkpoint_file(None) == SHIPPED_MODELS["emvos-lite"]
+    assert checkpoint_file("emvos-base") == SHIPPED_MODELS["emvos-base"]
+    assert checkpoint_file(tmp_path / "mine.pt") == tmp_path / "mine.pt"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "emvos-base").write_bytes(b"")  # a file of that name in the working folder wins
+    assert checkpoint_file("emvos-base") == Path("emvos-base")
+    with pytest.raises(EmvosInputError, match="emvos-lite, emvos-base"):
+        load_network("emvos-bsae")
+
+
+def test_a_model_file_recommends_its_adaptation(tmp_path: Path) -> None:
+    """The file's ``adapt`` entry changes the defaults; steps come from the caller; unknown names are refused."""
+    network = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    save_checkpoint(tmp_path / "tuned.pt", network, adapt={"lr": 2e-4, "scale": [0.9, 1.1]})
+    save_checkpoint(tmp_path / "plain.pt", network)
+    save_checkpoint(tmp_path / "future.pt", network, adapt={"warmup": 3})
+    tuned = adapt_settings(tmp_path / "tuned.pt")
+    assert tuned == AdaptSettings(lr=2e-4, scale=(0.9, 1.1))
+    assert adapt_settings(tmp_path / "tuned.pt", steps=5) == AdaptSettings(steps=5, lr=2e-4, scale=(0.9, 1.1))
+    assert adapt_settings(tmp_path / "tuned.pt", steps=0) is None
+    assert adapt_settings(tmp_path / "plain.pt") == AdaptSettings()
+    assert VideoPredictor.from_checkpoint(tmp_path / "tuned.pt", device="cpu").adapt == tuned
+    assert VideoPredictor.from_checkpoint(tmp_path / "tuned.pt", device="cpu", adapt=None).adapt is None
+    with pytest.raises(EmvosInputError, match="future.pt: its adaptation settings name warmup"):
+        adapt_settings(tmp_path / "future.pt")

@@ -1,25 +1,36 @@
-"""The model shipped inside the package: small, loads without a checkpoint, and segments real video."""
+"""The models shipped inside the package: small, load by name or without a checkpoint, segment real video."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from emvos.inference.predictor import SHIPPED_MODEL, VideoPredictor
+from emvos.inference.predictor import VideoPredictor, adapt_settings
+from emvos.inference.settings import SHIPPED_MODEL, SHIPPED_MODELS
 from emvos.model.checkpoint import read_checkpoint
 
-#: A sequence held out of the shipped model's training (see docs/model-card.md).
+#: A sequence held out of the shipped models' training (see docs/model-card.md).
 HELD_OUT = "car-turn"
+#: Each shipped model's encoder and largest file size in MiB.
+EXPECTED = {"emvos-lite": ("efficientnet_lite0", 4), "emvos-base": ("efficientnet_lite2", 7)}
 
 
-def test_shipped_weights_are_small_half_precision_and_carry_the_encoder() -> None:
+def test_every_shipped_model_is_described() -> None:
+    assert set(SHIPPED_MODELS) == set(EXPECTED) and SHIPPED_MODEL == SHIPPED_MODELS["emvos-lite"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shipped_weights_are_small_half_precision_and_carry_the_encoder(name: str) -> None:
     """float16 weights, but the frozen encoder's ImageNet weights in float32 with their licence."""
-    assert SHIPPED_MODEL.is_file()
-    assert SHIPPED_MODEL.stat().st_size < 4 * 1024 * 1024
-    data = read_checkpoint(SHIPPED_MODEL)
+    path = SHIPPED_MODELS[name]
+    encoder, mib = EXPECTED[name]
+    assert path.is_file() and path.stat().st_size < mib * 1024 * 1024
+    data = read_checkpoint(path)
+    assert data["config"]["encoder"] == encoder
     assert data["encoder_included"] is True and data["encoder_weights"]["license"] == "Apache-2.0"
     for key, value in data["model"].items():
         if value.is_floating_point():
@@ -27,11 +38,22 @@ def test_shipped_weights_are_small_half_precision_and_carry_the_encoder() -> Non
     assert HELD_OUT in data["trained"]["train_config"]["val"]["sequences"]
 
 
-def test_shipped_model_tracks_a_held_out_sequence(davis2016_root: Path) -> None:
-    """No checkpoint given: the shipped model follows the car of a sequence it never trained on."""
+def test_emvos_base_carries_its_adaptation_learning_rate() -> None:
+    """emvos-base adapts at the learning rate its file recommends; emvos-lite at the defaults."""
+    base = adapt_settings("emvos-base")
+    assert base is not None and base.lr == 2e-4 and base.steps == 40
+    assert read_checkpoint(SHIPPED_MODELS["emvos-base"])["trained"]["train_config"]["adapt"] == {"lr": 2e-4}
+    lite = adapt_settings(None)
+    assert lite is not None and lite.lr == 5e-4
+
+
+@pytest.mark.parametrize("name", [None, pytest.param("emvos-base", marks=pytest.mark.slow)])
+def test_shipped_model_tracks_a_held_out_sequence(davis2016_root: Path, name: str | None) -> None:
+    """The default (no checkpoint) and the named model follow the car of a sequence they never trained on."""
     frames = sorted((davis2016_root / "JPEGImages" / "480p" / HELD_OUT).glob("*.jpg"))[:12]
     masks = [davis2016_root / "Annotations" / "480p" / HELD_OUT / f"{f.stem}.png" for f in frames]
-    predictor = VideoPredictor.from_checkpoint(None, device="cpu", resolution=240)
+    predictor = VideoPredictor.from_checkpoint(name, device="cpu", resolution=240)
+    assert predictor.adapt == adapt_settings(name)
     state = predictor.init_state()
     ious = []
     for i, (frame, mask) in enumerate(zip(frames, masks, strict=True)):

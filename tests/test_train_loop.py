@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from emvos.cli import main
 from emvos.errors import EmvosInputError
+from emvos.inference.predictor import adapt_settings
 from emvos.model.checkpoint import load_model
 from emvos.train import (
     DataConfig,
@@ -138,11 +139,16 @@ def test_checkpoints_are_self_describing_and_load_with_weights_only(tmp_path: Pa
 
 
 def test_export_keeps_the_model_in_half_precision_with_its_provenance(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path / "run")
+    config = tiny_config(tmp_path / "run", adapt={"lr": "2e-4", "steps": 7})  # YAML 1.1 reads 2e-4 as text
+    assert config.adapt == {"lr": 2e-4, "steps": 7}
     Trainer(config, progress=False).fit(until=2)
     assert main(["export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "model.pt")]) == 0
     data = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
     assert "optimizer" not in data and "rng" not in data
+    # The recommended adaptation travels from the config to the training checkpoint and the exported file.
+    for path in (tmp_path / "run" / "last.pt", tmp_path / "model.pt"):
+        settings = adapt_settings(path)
+        assert settings is not None and (settings.lr, settings.steps, settings.crop) == (2e-4, 7, 256), path
     assert data["trained"]["train_config"] == config.to_dict() and data["trained"]["step"] == 2
     # The trained parts in half precision; the frozen encoder kept exactly, in float32.
     assert all(v.dtype == (torch.float32 if k.startswith("encoder.") else torch.float16)

@@ -52,7 +52,8 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
     """Options shared by every command that runs the network (``segment``, ``benchmark``, ...);
     ``lookahead=False`` for commands that segment frame by frame as a person annotates (``app``)."""
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="emvos checkpoint or official EMVOS state dict (default: the model shipped with emvos)")
+                        help="emvos checkpoint, official EMVOS state dict, or a shipped model: emvos-lite "
+                             "(the default, fast) or emvos-base (more accurate, slower)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
                         help="resize frames so the shorter side has this length; 0 keeps the size (default 480)")
@@ -132,8 +133,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     """
     import torch
 
-    from emvos.inference.adapt import AdaptSettings
-    from emvos.inference.predictor import VideoPredictor, load_network
+    from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
     from emvos.runtime import use_cudnn_autotuning
 
     use_cudnn_autotuning()
@@ -161,7 +161,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
                               precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
                               lookahead=getattr(args, "lookahead", 1),
-                              adapt=AdaptSettings(steps=steps) if steps else None)
+                              adapt=adapt_settings(args.checkpoint, steps))
     except ParameterError as error:
         raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 

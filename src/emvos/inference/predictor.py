@@ -24,14 +24,14 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emvos.errors import ParameterError
+from emvos.errors import EmvosInputError, ParameterError
 from emvos.inference.adapt import AdaptReport, AdaptSettings, adapt_network
 from emvos.inference.aggregate import aggregate
 from emvos.inference.frames import (
@@ -46,15 +46,13 @@ from emvos.inference.frames import (
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODEL
-from emvos.model.checkpoint import load_model
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, checkpoint_file
+from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, FrameEmbedding, Reference
 
-#: Test-time adaptation of :meth:`VideoPredictor.from_checkpoint` (and ``emvos segment``'s default).
-DEFAULT_ADAPT = AdaptSettings()
 #: The autocast dtype of each ``precision`` (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16),
                                                          strict=True))
@@ -98,13 +96,43 @@ class VideoState:
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
-    """The network of an emvos or official EMVOS checkpoint, or the model shipped with emvos (``None``)."""
-    if checkpoint is None:
-        if not SHIPPED_MODEL.is_file():
-            raise ParameterError("checkpoint", "missing, and this emvos install ships no trained model yet; pass "
-                                               "an emvos checkpoint or the official EMVOS weights")
-        checkpoint = SHIPPED_MODEL
-    return load_model(checkpoint)
+    """The network of an emvos or official EMVOS checkpoint, of a shipped model by name (``emvos-lite``,
+    ``emvos-base``), or of the default shipped model (``None``)."""
+    path = checkpoint_file(checkpoint)
+    if (checkpoint is None or str(checkpoint) in SHIPPED_MODELS) and not path.is_file():
+        name = "trained model" if checkpoint is None else f"{checkpoint} model"
+        raise ParameterError("checkpoint", f"this emvos install ships no {name}; pass an emvos checkpoint or "
+                                           "the official EMVOS weights")
+    if not path.is_file():
+        raise EmvosInputError(f"{path}: checkpoint not found; pass an existing checkpoint file or a shipped model "
+                              f"({', '.join(SHIPPED_MODELS)})")
+    return load_model(path)
+
+
+def adapt_settings(checkpoint: str | Path | None = None, steps: int | None = None) -> AdaptSettings | None:
+    """The test-time adaptation a checkpoint's network gets by default.
+
+    :class:`AdaptSettings`' defaults, with the settings the model file recommends (its ``adapt``
+    entry: e.g. ``emvos-base``'s learning rate) and ``steps`` optimizer steps (``None``: the
+    default number; 0: no adaptation, and ``None`` is returned). ``checkpoint`` is read as
+    :func:`load_network` reads it.
+
+    Raises:
+        EmvosInputError: the file's ``adapt`` entry names a setting :class:`AdaptSettings` does not have.
+    """
+    if steps == 0:
+        return None
+    path = checkpoint_file(checkpoint)
+    recommended = dict(read_checkpoint(path).get("adapt") or {}) if path.is_file() else {}
+    if steps is not None:
+        recommended["steps"] = steps
+    known = {f.name for f in dataclasses.fields(AdaptSettings)}
+    unknown = sorted(set(recommended) - known)
+    if unknown:
+        raise EmvosInputError(f"{path}: its adaptation settings name {', '.join(unknown)}, which this emvos does not "
+                              "know; upgrade emvos or write the file again with emvos export")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recommended.items()}
+    return AdaptSettings(**values)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -210,13 +238,16 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        adapt: AdaptSettings | None = DEFAULT_ADAPT, **kwargs: Any) -> VideoPredictor:
-        """Load a checkpoint (emvos or official EMVOS); ``None`` uses the model shipped with emvos.
+                        adapt: AdaptSettings | Literal["model"] | None = "model", **kwargs: Any) -> VideoPredictor:
+        """Load a checkpoint (emvos or official EMVOS), a shipped model by name (``emvos-lite``,
+        ``emvos-base``), or the default shipped model (``None``).
 
-        Adapts to each video's first mask as ``emvos segment`` does (``adapt=None`` turns it off);
-        the other keyword arguments are the constructor's.
+        Adapts to each video's first mask as ``emvos segment`` does: ``"model"`` with the settings
+        the model file recommends (:func:`adapt_settings`), ``None`` not at all; the other keyword
+        arguments are the constructor's.
         """
-        return cls(load_network(checkpoint), device=device, adapt=adapt, **kwargs)
+        settings = adapt_settings(checkpoint) if adapt == "model" else adapt
+        return cls(load_network(checkpoint), device=device, adapt=settings, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None, *, probabilities: bool = False) -> VideoState:

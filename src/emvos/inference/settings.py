@@ -12,5 +12,22 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: Default test-time adaptation steps (``--adapt``; :class:`~emvos.inference.adapt.AdaptSettings`).
 DEFAULT_ADAPT_STEPS = 40
 
-#: The model shipped inside the package, used when no checkpoint is given.
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "emvos-lite.pt"
+_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+#: The models shipped inside the package, by the name ``--checkpoint`` also accepts: ``emvos-lite``
+#: (the default: fast) and ``emvos-base`` (more accurate, slower; docs/model-card.md).
+SHIPPED_MODELS = {"emvos-lite": _WEIGHTS / "emvos-lite.pt", "emvos-base": _WEIGHTS / "emvos-base.pt"}
+#: The model used when no checkpoint is given.
+SHIPPED_MODEL = SHIPPED_MODELS["emvos-lite"]
+
+
+def checkpoint_file(checkpoint: str | Path | None) -> Path:
+    """The file a checkpoint argument names: a path, a shipped model's name, or ``None`` for the default model.
+
+    An existing file wins over a shipped model of the same name.
+    """
+    if checkpoint is None:
+        return SHIPPED_MODEL
+    path = Path(checkpoint)
+    if str(checkpoint) in SHIPPED_MODELS and not path.exists():
+        return SHIPPED_MODELS[str(checkpoint)]
+    return path

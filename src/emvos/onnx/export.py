@@ -35,7 +35,7 @@ from emvos import __version__
 from emvos.errors import ParameterError
 from emvos.inference.aggregate import aggregate
 from emvos.inference.predictor import load_network
-from emvos.inference.settings import SHIPPED_MODEL
+from emvos.inference.settings import checkpoint_file
 from emvos.io.files import atomic_path, write_text_atomically
 from emvos.model import matching
 from emvos.model.encoders.efficientnet import SameConv2d
@@ -207,7 +207,7 @@ def export_onnx(out: str | os.PathLike[str], checkpoint: str | os.PathLike[str] 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ParameterError("out", f"{out} is a file; give a folder")
-    source = Path(SHIPPED_MODEL if checkpoint is None else checkpoint)
+    source = checkpoint_file(checkpoint)
     network = copy.deepcopy(load_network(checkpoint).float().eval())
     _plain_same_convs(network)
     branches = list(network.config.branches)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emvos.errors import EmvosInputError
-from emvos.inference.settings import SHIPPED_MODEL
+from emvos.inference.settings import checkpoint_file
 
 #: The exported graphs, in the order the driver runs them.
 GRAPHS = ("encoder.onnx", "step.onnx", "finish.onnx")
@@ -117,7 +117,7 @@ def cached_onnx_folder(checkpoint: str | os.PathLike[str] | None = None) -> Onnx
     Raises:
         EmvosInputError: the checkpoint does not exist, or the export failed (its error is repeated).
     """
-    path = Path(SHIPPED_MODEL if checkpoint is None else checkpoint)
+    path = checkpoint_file(checkpoint)
     if not path.is_file():
         raise EmvosInputError(f"{path}: no such checkpoint; pass --checkpoint FILE or --onnx DIR")
     folder = cache_root() / "onnx" / f"v{FORMAT_VERSION}-{file_sha256(path)[:16]}"

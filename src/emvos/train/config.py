@@ -142,6 +142,9 @@ class TrainConfig:
         save_every: iterations between saves of ``last.pt`` (0: only at validations and the end).
         snapshot_every: iterations between kept snapshots ``step-NNNNNNN.pt`` (0: none).
         tensorboard: write TensorBoard scalars to ``out/tb`` (needs ``emvos[train]``).
+        adapt: test-time adaptation settings recommended for the trained network, beside
+            :class:`~emvos.inference.adapt.AdaptSettings`' defaults (e.g. ``{lr: 2.0e-4}``); written
+            into its checkpoints and exported model files, where inference takes them up.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,6 +166,7 @@ class TrainConfig:
     save_every: int = 500
     snapshot_every: int = 0
     tensorboard: bool = True
+    adapt: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_iterations(self) -> int:
@@ -175,6 +179,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check the values (not the data on disk); raise :class:`EmvosInputError` on the first problem."""
+        from emvos.inference.adapt import AdaptSettings
         from emvos.train.datasets import dataset_kinds  # the registry; it imports this module for types only
 
         def need(ok: bool, message: str) -> None:
@@ -218,6 +223,8 @@ class TrainConfig:
         need(self.log_every >= 1, f"log_every: must be at least 1, got {self.log_every}")
         need(self.seed >= 0, f"seed: must not be negative, got {self.seed}")
         need(bool(self.out), "out: give an output folder")
+        settings = build_dataclass(AdaptSettings, self.adapt, "adapt")  # typed and checked as its fields
+        self.adapt = {key: _plain(getattr(settings, key)) for key in self.adapt}
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
              f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

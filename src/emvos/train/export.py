@@ -40,7 +40,7 @@ def export_model(checkpoint: str | Path, out: str | Path, half: bool = True) -> 
     model = load_model(checkpoint)
     trained = {"train_config": data["train_config"], "step": data.get("step"), "stage": data["stage_name"],
                "metrics": data["metrics"]}
-    save_checkpoint(out, model, half=half, trained=trained)
+    save_checkpoint(out, model, half=half, trained=trained, adapt=dict(data.get("adapt") or {}))
     return out
 
 

@@ -49,7 +49,7 @@ from emvos.data import swap_and_attach
 from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
 from emvos.inference.predictor import resolve_device
-from emvos.inference.settings import SHIPPED_MODEL
+from emvos.inference.settings import checkpoint_file
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
 from emvos.model.encoders import build_encoder
 from emvos.model.encoders.base import Features
@@ -154,10 +154,11 @@ def init_weights(init: str) -> Path | None:
     """
     if not init:
         return None
-    path = SHIPPED_MODEL if init == "shipped" else Path(init)
+    path = checkpoint_file(None if init == "shipped" else init)
     if not path.is_file():
         raise EmvosInputError(f"{init}: no such weight file to start from; set init to a checkpoint, "
-                              "'shipped' (the package's model) or '' (a fresh network)")
+                              "'shipped' (the package's default model), a shipped model's name "
+                              "(emvos-lite, emvos-base) or '' (a fresh network)")
     return path
 
 
@@ -656,6 +657,7 @@ class Trainer:
                 rng=capture_rng(),
                 metrics={"best_jf": self.best_jf, "best_step": self.best_step, "val": self.last_val},
                 train_config=self.config.to_dict(),
+                adapt=dict(self.config.adapt),
                 **averaging,
             )
 
