@@ -2,7 +2,8 @@
 
 Each sequence is segmented from its first-frame mask as ``emvos benchmark`` does, with
 :class:`emvos.inference.adapt.AdaptSettings` built from ``--settings`` (JSON; the fields not given keep
-their defaults; ``{"steps": 0}`` turns adaptation off), then scored with the official protocol::
+the model's: the defaults with what its file recommends, e.g. emvos-base's learning rate;
+``{"steps": 0}`` turns adaptation off), then scored with the official protocol::
 
     python benchmarks/adapt_ablation.py --settings '{"lr": 1e-4}' --out runs/adapt-lr1e-4 \\
         --davis-root ../shared/data/davis2016-train --year 2016 \\
@@ -24,7 +25,7 @@ import torch
 from emvos.eval.benchmark import segment_sequence
 from emvos.eval.davis import evaluate_results, format_report, write_reports
 from emvos.inference.adapt import AdaptSettings
-from emvos.inference.predictor import VideoPredictor, load_network
+from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     fields = json.loads(args.settings)
     if "scale" in fields:
         fields["scale"] = tuple(fields["scale"])
-    settings = AdaptSettings(**fields)
+    settings = dataclasses.replace(adapt_settings(args.checkpoint) or AdaptSettings(), **fields)
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
                                adapt=settings if settings.steps else None)
     sequences = args.sequences.split(",")

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from emvos.eval.benchmark import segment_sequence
-from emvos.inference.adapt import AdaptSettings
-from emvos.inference.predictor import VideoPredictor, load_network
+from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
 from emvos.io import natural_sort_key
 from emvos.io.masks import read_label_png
 
@@ -45,14 +44,15 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="a crowd benchmark (emvos synth crowd --out)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
-    parser.add_argument("--adapt", type=int, default=AdaptSettings().steps, help="adaptation steps (0: off)")
+    parser.add_argument("--adapt", type=int, default=None,
+                        help="adaptation steps (0: off; default: the model's, with the settings its file recommends)")
     parser.add_argument("--resolution", type=int, default=480)
     parser.add_argument("--frames", default="4,25,50,99", help="frames to count at (comma-separated)")
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = dataclasses.replace(AdaptSettings(), steps=args.adapt) if args.adapt else None
+    settings = adapt_settings(args.checkpoint, args.adapt)
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
                                adapt=settings)
     report = {"settings": vars(args) | {"root": str(args.root), "out": str(args.out),
