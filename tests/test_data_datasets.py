@@ -28,6 +28,7 @@ from emvos.data import (
     coco_instances,
     image_folder_pairs,
 )
+from emvos.data.base import read_labels
 from emvos.data.static import yolo_instances
 from emvos.data.transforms import (
     balanced_crop,
@@ -497,3 +498,15 @@ def test_real_static_pseudo_video(davis2016_root: Path) -> None:
     assert len(source.items) == len(list((davis2016_root / "JPEGImages" / "480p" / "bear").iterdir()))
     sample = StaticPseudoVideos(source, crop_size=192)[0]
     check_sample(sample, 5, 192)
+
+
+def test_training_reads_opaque_greyscale_alpha_masks_as_the_evaluation_does(tmp_path: Path) -> None:
+    """DAVIS-2016 ships an LA-mode annotation with an opaque alpha band: one object, not a skipped frame."""
+    grey = np.zeros((8, 10), np.uint8)
+    grey[2:5, 3:7] = 255
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=-1), "LA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_labels(tmp_path / "opaque.png"), grey)
+    see_through = np.stack([grey, np.where(grey > 0, 255, 0).astype(np.uint8)], axis=-1)
+    Image.fromarray(see_through, "LA").save(tmp_path / "alpha.png")
+    with pytest.raises(SampleSkipped, match="LA-mode"):
+        read_labels(tmp_path / "alpha.png")

@@ -89,10 +89,12 @@ def read_labels(path: Path) -> Labels:
 
     Palette (``P``) masks: 255 is DAVIS's "void" border, read as background (as the official loader
     does). Greyscale (``L``/``1``) masks: values are ids, so a DAVIS-2016 0/255 mask is one object
-    with id 255. A file that cannot be read as a mask raises :class:`SampleSkipped` (``unreadable``).
+    with id 255. Greyscale or palette masks with a fully opaque alpha band are read without it, as
+    the evaluation reads them (DAVIS-2016 has such a file). A file that cannot be read as a mask
+    raises :class:`SampleSkipped` (``unreadable``).
     """
     try:
-        mask = read_label_png(path)
+        mask = read_label_png(path, opaque_alpha=True)
     except EmvosInputError as error:
         raise SampleSkipped("unreadable", str(error)) from error
     labels = mask.labels
