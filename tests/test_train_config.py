@@ -10,9 +10,10 @@ import torch
 
 from emvos.cli import main
 from emvos.errors import EmvosInputError
+from emvos.inference.settings import SHIPPED_MODEL, SHIPPED_MODELS
 from emvos.train import DataConfig, Trainer, build_dataset, config_from_dict, load_config, preset_names, save_config
 from emvos.train.datasets import MixedClips
-from emvos.train.trainer import stage_dataset
+from emvos.train.trainer import init_weights, stage_dataset
 
 MINIMAL = """
 stages:
@@ -201,3 +202,21 @@ def test_a_mix_draws_its_parts_by_weight_and_leaves_out_held_out_sequences(davis
 def test_bad_mixes_are_one_line_errors(options: dict[str, object]) -> None:
     with pytest.raises(EmvosInputError, match="stage data"):
         build_dataset(DataConfig(kind="mix", options=options), clip_len=3, size=32, seed=0)
+
+
+def test_init_names_a_checkpoint_or_a_shipped_model(tmp_path: Path) -> None:
+    assert init_weights("") is None
+    assert init_weights("shipped") == SHIPPED_MODEL
+    assert init_weights("emvos-base") == SHIPPED_MODELS["emvos-base"]
+    with pytest.raises(EmvosInputError, match="emvos-lite, emvos-base"):
+        init_weights(str(tmp_path / "missing.pt"))
+
+
+def test_the_configs_beside_the_benchmarks_load() -> None:
+    """Configs of runs the model card reports but the package does not ship (e.g. a tried fine-tuning)."""
+    configs = sorted((Path(__file__).parent.parent / "benchmarks" / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = load_config(path)
+        weights = init_weights(config.init)
+        assert weights is None or weights.is_file(), path
