@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emvos.inference.predictor import SHIPPED_MODEL
+from emvos.inference.settings import SHIPPED_MODEL
 from emvos.io import DAVIS_PALETTE
 
 README = Path(__file__).resolve().parent.parent / "README.md"
