@@ -13,7 +13,7 @@ from PIL import Image
 
 from emvos.cli import main
 from emvos.commands import SUBCOMMANDS
-from emvos.inference import predictor as predictor_module
+from emvos.inference import settings as inference_settings
 from emvos.model.checkpoint import save_checkpoint
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
@@ -167,10 +167,15 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, checkpoint:
 
 def test_no_checkpoint_and_no_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(predictor_module, "SHIPPED_MODEL", tmp_path / "absent.pt")
+    """An install without weight files: the default and a shipped model by name are refused in one line."""
+    monkeypatch.setattr(inference_settings, "SHIPPED_MODEL", tmp_path / "absent.pt")
+    monkeypatch.setitem(inference_settings.SHIPPED_MODELS, "emvos-base", tmp_path / "absent-base.pt")
     frames = _frames_folder(tmp_path, 2)
-    assert _segment(frames, "--mask", _mask(tmp_path / "m.png", {1: (0, 9, 0, 9)}), "--out", tmp_path / "o") == 2
+    mask = _mask(tmp_path / "m.png", {1: (0, 9, 0, 9)})
+    assert _segment(frames, "--mask", mask, "--out", tmp_path / "o") == 2
     assert "--checkpoint" in capsys.readouterr().err
+    assert _segment(frames, "--mask", mask, "--out", tmp_path / "o", "--checkpoint", "emvos-base") == 2
+    assert "ships no emvos-base model" in capsys.readouterr().err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
