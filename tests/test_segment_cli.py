@@ -137,7 +137,9 @@ def _bad_input_cases(tmp: Path, checkpoint: Path) -> dict[str, tuple[list[object
         "rgb mask": ([frames, "--mask", rgb, "--out", tmp / "o6", *ck], "rgb.png"),
         "16-bit mask": ([frames, "--mask", deep, "--out", tmp / "o7", *ck], "deep.png"),
         "unknown checkpoint": ([frames, "--mask", good, "--out", tmp / "o8", "--checkpoint", foreign], "foreign.pt"),
-        "missing checkpoint": ([frames, "--mask", good, "--out", tmp / "o9", "--checkpoint", tmp / "x.pt"], "x.pt"),
+        "missing checkpoint": ([frames, "--mask", good, "--out", tmp / "o9", "--checkpoint", tmp / "x.pt"],
+                               "x.pt: checkpoint not found; pass an existing checkpoint file or a shipped model "
+                               "(emvos-lite, emvos-base)"),
         "output is a file": ([frames, "--mask", good, "--out", a_file, *ck], "a_file"),
         "wrong matching": ([frames, "--mask", good, "--out", tmp / "o10", *ck, "--matching", "em"], "--matching"),
         "no lookahead": ([frames, "--mask", good, "--out", tmp / "o11", *ck, "--lookahead", 0], "--lookahead"),
@@ -162,6 +164,8 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, checkpoint:
     assert "Traceback" not in err[0]
     if case != "corrupt frame":  # refused before any work: nothing was written
         assert not [p for p in tmp_path.rglob("o*") if p.is_dir() and any(p.iterdir())]
+    if case == "missing checkpoint":  # checked with the inputs, before the output folder is made
+        assert not (tmp_path / "o9").exists()
     assert not list(tmp_path.rglob("*.tmp*"))
 
 

@@ -17,7 +17,7 @@ from emvos.commands import command_summary
 from emvos.errors import EmvosInputError, ParameterError
 from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
 from emvos.inference.review import ReviewLog
-from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS, check_checkpoint
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, greyscale_overlay_palette, open_frames
 from emvos.io.formats import FORMATS, SOFT_FORMATS, ResultWriter, result_writer
 from emvos.io.frame_range import FrameRange, frames_in_range
@@ -358,6 +358,7 @@ def segment_video(args: argparse.Namespace, predictor: Predictor | None = None) 
     last = (frames.num_frames or 1 << 62) - 1
     passes = _passes(args, [args.frame] if has_prompt(args) else list(masks), last)
     check_backend_options(args)
+    check_checkpoint(args.checkpoint)
     if args.resume and args.backend != "pytorch":
         raise EmvosInputError("--resume sets the model's previous frame from a written PNG, which the onnxruntime "
                               "backend cannot; leave out --backend onnxruntime or --resume")

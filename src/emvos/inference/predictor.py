@@ -46,7 +46,7 @@ from emvos.inference.frames import (
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, checkpoint_file
+from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
@@ -103,9 +103,7 @@ def load_network(checkpoint: str | Path | None = None) -> EMVOS:
         name = "trained model" if checkpoint is None else f"{checkpoint} model"
         raise ParameterError("checkpoint", f"this emvos install ships no {name}; pass an emvos checkpoint or "
                                            "the official EMVOS weights")
-    if not path.is_file():
-        raise EmvosInputError(f"{path}: checkpoint not found; pass an existing checkpoint file or a shipped model "
-                              f"({', '.join(SHIPPED_MODELS)})")
+    check_checkpoint(checkpoint)
     return load_model(path)
 
 

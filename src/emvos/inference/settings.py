@@ -5,6 +5,8 @@ Free of PyTorch, so that ``emvos segment --help`` and the checks of its inputs a
 
 from pathlib import Path
 
+from emvos.errors import EmvosInputError
+
 #: Default working resolution (shorter side), as in the paper's protocol (DAVIS 480p).
 DEFAULT_RESOLUTION = 480
 #: ``precision`` choices: float32, or autocast to bfloat16 / float16.
@@ -31,3 +33,17 @@ def checkpoint_file(checkpoint: str | Path | None) -> Path:
     if str(checkpoint) in SHIPPED_MODELS and not path.exists():
         return SHIPPED_MODELS[str(checkpoint)]
     return path
+
+
+def check_checkpoint(checkpoint: str | Path | None) -> None:
+    """Refuse a checkpoint argument that names no file and no shipped model (before any work).
+
+    Raises:
+        EmvosInputError: one line naming the file and the shipped models.
+    """
+    if checkpoint is None or str(checkpoint) in SHIPPED_MODELS:
+        return
+    path = checkpoint_file(checkpoint)
+    if not path.is_file():
+        raise EmvosInputError(f"{path}: checkpoint not found; pass an existing checkpoint file or a shipped model "
+                              f"({', '.join(SHIPPED_MODELS)})")
