@@ -40,10 +40,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    fields = json.loads(args.settings)
-    if "scale" in fields:
-        fields["scale"] = tuple(fields["scale"])
-    settings = dataclasses.replace(adapt_settings(args.checkpoint) or AdaptSettings(), **fields)
+    model_settings = dataclasses.asdict(adapt_settings(args.checkpoint) or AdaptSettings())
+    settings = AdaptSettings.from_dict(model_settings | json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
                                adapt=settings if settings.steps else None)
     sequences = args.sequences.split(",")

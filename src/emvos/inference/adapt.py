@@ -18,7 +18,8 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,16 @@ class AdaptSettings:
     joint: bool = True
     joint_objects: int = 8
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdaptSettings:
+        """Settings from plain data (a model file's ``adapt`` entry, JSON): lists become tuples; fields
+        not given keep their defaults; an unknown name is a :class:`ValueError` naming it."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"adaptation settings name {', '.join(unknown)}, which this emvos does not know")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if self.steps < 0:

@@ -124,13 +124,10 @@ def adapt_settings(checkpoint: str | Path | None = None, steps: int | None = Non
     recommended = dict(read_checkpoint(path).get("adapt") or {}) if path.is_file() else {}
     if steps is not None:
         recommended["steps"] = steps
-    known = {f.name for f in dataclasses.fields(AdaptSettings)}
-    unknown = sorted(set(recommended) - known)
-    if unknown:
-        raise EmvosInputError(f"{path}: its adaptation settings name {', '.join(unknown)}, which this emvos does not "
-                              "know; upgrade emvos or write the file again with emvos export")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recommended.items()}
-    return AdaptSettings(**values)
+    try:
+        return AdaptSettings.from_dict(recommended)
+    except ValueError as exc:
+        raise EmvosInputError(f"{path}: its {exc}; upgrade emvos or write the file again with emvos export") from None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -178,7 +178,10 @@ class TrainConfig:
         return sum(s.iterations for s in self.stages[:index])
 
     def validate(self) -> None:
-        """Check the values (not the data on disk); raise :class:`EmvosInputError` on the first problem."""
+        """Check the values (not the data on disk); raise :class:`EmvosInputError` on the first problem.
+
+        ``adapt``'s values, untyped in the file, are brought to the types of their settings.
+        """
         from emvos.inference.adapt import AdaptSettings
         from emvos.train.datasets import dataset_kinds  # the registry; it imports this module for types only
 
