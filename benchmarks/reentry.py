@@ -89,16 +89,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--adapt", type=int, default=None,
                         help="adaptation steps (0: off; default: the model's, with the settings its file recommends)")
-    parser.add_argument("--recover", choices=["on", "off"], default="off",
-                        help="prototype: match a lost object against its last confident frame")
     parser.add_argument("--window", type=float, default=0.45, help="window width, a fraction of the frame's")
     parser.add_argument("--hold", type=int, default=15, help="frames the window stays away")
     parser.add_argument("--start", type=int, default=15, help="frame the pan starts")
+    parser.add_argument("--resolution", type=int, default=480, help="shorter side the frames are segmented at")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    predictor = VideoPredictor(load_network(args.checkpoint), device="cpu",
-                               adapt=adapt_settings(args.checkpoint, args.adapt), recover=args.recover == "on")
+    predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
+                               adapt=adapt_settings(args.checkpoint, args.adapt))
     report: dict[str, object] = {"settings": {k: str(v) for k, v in vars(args).items()}, "sequences": {}}
     totals: dict[str, list[float]] = {"all": [], "before": [], "after": [], "ghost": []}
     print(f"{'sequence':16s} {'frames':>6s} {'J':>6s} {'before':>6s} {'after':>6s} {'ghost':>6s}")
@@ -114,7 +113,7 @@ def main() -> None:
         state = predictor.init_state()
         predicted = [p.labels != 0 for p in predictor.propagate(state, images, {0: truth[0].astype(np.uint8)})]
         scores = region_similarity(np.stack(truth[1:]), np.stack(predicted[1:]))
-        visible = [m.any() for m in truth[1:]]
+        visible = [bool(m.any()) for m in truth[1:]]
         gone = visible.index(False)
         back = gone + visible[gone:].index(True)
         before, after = scores[:gone], scores[back:][np.array(visible[back:])]

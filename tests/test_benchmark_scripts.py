@@ -74,6 +74,39 @@ def test_crowd_objects_counts_the_kept_objects(davis2016_root: Path, tmp_path: P
     assert set(counts) == {"1", "4"} and all(0 <= c["kept"] <= c["present"] <= 4 for c in counts.values())
 
 
+def test_reentry_pans_the_target_out_of_view_and_back(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from emvos.io.masks import write_label_png
+
+    root, length = tmp_path / "davis", 30
+    rng = np.random.default_rng(0)
+    for name, width in (("square", 16), ("wide", 130)):  # "wide" cannot leave a 0.4-wide window: skipped
+        images, masks = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
+        images.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        for t in range(length):  # a bright box drifting slowly near the left edge of a noisy 64x160 frame
+            frame = rng.integers(0, 80, (64, 160, 3), dtype=np.uint8)
+            labels = np.zeros((64, 160), np.uint8)
+            labels[24:40, 20 + t // 3:20 + width + t // 3] = 1
+            frame[labels == 1] = (230, 60, 40)
+            Image.fromarray(frame).save(images / f"{t:05d}.jpg")
+            write_label_png(masks / f"{t:05d}.png", labels)
+    out = _run("reentry.py", "--source", str(root), "--sequences", "square,wide", "--out", str(tmp_path / "out"),
+               "--adapt", "0", "--resolution", "64", "--start", "3", "--hold", "6", "--threads", "1")
+    assert "wide             skipped" in out, out
+    report = json.loads((tmp_path / "out" / "reentry.json").read_text())
+    assert set(report["sequences"]) == {"square"}
+    row = report["sequences"]["square"]
+    visible = [area > 0 for area in row["true_area"]]
+    assert len(visible) == length - 1 and visible[0] and visible[-1]
+    assert visible[12:18] == [False] * 6, visible  # out of view while the window is away (frames 13..18)
+    assert 0.0 <= row["ghost"] <= 1.0 and 0.0 <= row["after"] <= 1.0
+
+
 def test_inference_paths_times_each_variant_and_writes_its_page(davis2016_root: Path, tmp_path: Path) -> None:
     doc = tmp_path / "paths.md"
     out = _run("inference_paths.py", "--root", str(davis2016_root), "--resolution", "64", "--frames", "2",

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,23 +70,6 @@ class _Group:
 
 
 @dataclass
-class _Anchors:
-    """Each object's last confident frame: what a lost object is matched against instead of the previous frame.
-
-    Attributes:
-        keys: per branch, ``(O, C, N)``: the keys of each object's anchor frame.
-        mask: ``(O, 2, N)``: each object's probabilities in its anchor frame, at stride 16.
-        area: ``(O,)``: each object's area there, in stride-16 cells.
-        peak: ``(O,)``: each object's recent largest area (decaying).
-    """
-
-    keys: dict[str, Tensor]
-    mask: Tensor
-    area: Tensor
-    peak: Tensor
-
-
-@dataclass
 class VideoState:
     """Memory of one video. Create with :meth:`VideoPredictor.init_state`.
 
@@ -111,39 +93,6 @@ class VideoState:
     tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
     adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
     probabilities: list[Tensor] | None = None  # when kept: the current chunk's (O, H, W) uint8 probabilities
-    anchors: _Anchors | None = None  # each object's last confident frame, with recovery
-
-
-#: An object is lost when its area falls below this fraction of its area in its anchor frame.
-LOST_FRACTION = 0.1
-#: A frame becomes an object's anchor when the object covers at least this fraction of its recent peak area.
-CONFIDENT_FRACTION = 0.5
-#: Per-frame decay of an object's recent peak area.
-PEAK_DECAY = 0.95
-#: Anchors smaller than this (stride-16 cells) are not trusted to say an object is lost.
-MIN_ANCHOR_AREA = 0.5
-#: The previous-frame mask a lost object's decoder sees: its anchor's ("anchor") or the lost one ("prev").
-RECOVER_MASK = os.environ.get("EMVOS_RECOVER_MASK", "anchor")
-
-
-def _update_anchors(anchors: _Anchors | None, ref: Reference) -> _Anchors:
-    """Take ``ref``'s frame as the anchor of each object it shows confidently (new objects: always)."""
-    mask = ref.mask[0]  # (O, 2, N)
-    count = mask.shape[0]
-    area = mask[:, 1].sum(dim=-1)
-    keys = {b: k.expand(count, -1, -1) for b, k in ref.keys.items()}
-    if anchors is None or anchors.area.shape[0] > count:
-        return _Anchors({b: k.clone() for b, k in keys.items()}, mask.clone(), area, area)
-    known = anchors.area.shape[0]
-    if known < count:  # objects given since: their rows start at this frame
-        anchors = _Anchors({b: torch.cat([k, keys[b][known:]]) for b, k in anchors.keys.items()},
-                           torch.cat([anchors.mask, mask[known:]]), torch.cat([anchors.area, area[known:]]),
-                           torch.cat([anchors.peak, area[known:]]))
-    peak = torch.maximum(area, anchors.peak * PEAK_DECAY)
-    confident = (area >= CONFIDENT_FRACTION * peak) & (area >= MIN_ANCHOR_AREA)
-    return _Anchors({b: torch.where(confident[:, None, None], keys[b], k) for b, k in anchors.keys.items()},
-                    torch.where(confident[:, None, None], mask, anchors.mask),
-                    torch.where(confident, area, anchors.area), peak)
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -253,7 +202,7 @@ class VideoPredictor:
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
                  compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
-                 adapt: AdaptSettings | None = None, recover: bool = False) -> None:
+                 adapt: AdaptSettings | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
                                               f"{model.config.matching} branch; use a model trained with sm")
@@ -281,7 +230,6 @@ class VideoPredictor:
         self.cuda_graphs = cuda_graphs
         self.lookahead = lookahead
         self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
-        self.recover = recover
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -592,32 +540,7 @@ class VideoPredictor:
         labels = lut[restored.max(dim=0).indices]
         if state.probabilities is not None:
             state.probabilities.append(restored[1:].mul(255).round_().to(torch.uint8))
-        ref = Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
-        if self.recover:
-            state.anchors = _update_anchors(state.anchors, ref)
-        return labels, ref
-
-    def _recover(self, network: EMVOS, anchors: _Anchors, query: FrameEmbedding, prev: Reference,
-                 matched: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        """Match the objects lost in the previous frame against their anchor frames instead.
-
-        Returns:
-            ``matched`` (per branch ``(1, O, 2, Nq)``) and the previous-frame masks ``(1, O, 2, Nq)``
-            with the lost objects' rows replaced.
-        """
-        area = prev.mask[0, :, 1].sum(dim=-1)
-        lost = ((area < LOST_FRACTION * anchors.area) & (anchors.area >= MIN_ANCHOR_AREA)).nonzero()[:, 0]
-        if lost.numel() == 0:
-            return matched, prev.mask
-        count = lost.numel()
-        expanded = FrameEmbedding(query.shared, {b: k.expand(count, -1, -1) for b, k in query.keys.items()},
-                                  query.grid)
-        ref = Reference({b: k[lost] for b, k in anchors.keys.items()}, anchors.mask[lost][:, None])
-        scores = network.match(expanded, ref, "prev", self.bijective)
-        matched = {b: m.index_copy(1, lost, scores[b].reshape(1, count, 2, -1).to(m.dtype)) for b, m in matched.items()}
-        if RECOVER_MASK == "anchor":
-            return matched, prev.mask.index_copy(1, lost, anchors.mask[lost][None].to(prev.mask.dtype))
-        return matched, prev.mask
+        return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""
@@ -631,10 +554,7 @@ class VideoPredictor:
             if state.slot_order is not None:
                 first = {b: scores[:, state.slot_order] for b, scores in first.items()}
             matched = network.match(query, prev, "prev", self.bijective)
-            prev_mask = prev.mask
-            if self.recover and state.anchors is not None:
-                matched, prev_mask = self._recover(network, state.anchors, query, prev, matched)
-            logits = network.decode(query, first, matched, prev_mask)
+            logits = network.decode(query, first, matched, prev.mask)
         logits = logits[0]
         if logits.dtype in LOW_PRECISIONS:  # autocast's outputs; a float64 network keeps its precision
             logits = logits.float()
