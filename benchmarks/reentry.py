@@ -18,6 +18,7 @@ frame's J and the true and predicted areas.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from PIL import Image
 from emvos.data.base import read_labels
 from emvos.data.video import pair_frames
 from emvos.eval.metrics import region_similarity
+from emvos.inference.adapt import AdaptSettings
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
 
 
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--adapt", type=int, default=None,
                         help="adaptation steps (0: off; default: the model's, with the settings its file recommends)")
+    parser.add_argument("--settings", default="{}",
+                        help="AdaptSettings fields as JSON, over the model file's (e.g. '{\"absent_p\": 0.5}')")
     parser.add_argument("--window", type=float, default=0.45, help="window width, a fraction of the frame's")
     parser.add_argument("--hold", type=int, default=15, help="frames the window stays away")
     parser.add_argument("--start", type=int, default=15, help="frame the pan starts")
@@ -96,8 +100,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    settings = adapt_settings(args.checkpoint, args.adapt)
+    if settings is not None:
+        settings = AdaptSettings.from_dict(dataclasses.asdict(settings) | json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=adapt_settings(args.checkpoint, args.adapt))
+                               adapt=settings)
     report: dict[str, object] = {"settings": {k: str(v) for k, v in vars(args).items()}, "sequences": {}}
     totals: dict[str, list[float]] = {"all": [], "before": [], "after": [], "ghost": []}
     print(f"{'sequence':16s} {'frames':>6s} {'J':>6s} {'before':>6s} {'after':>6s} {'ghost':>6s}")

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from emvos.inference.adapt import AdaptSettings, _affine_thetas, adapt_network, make_variants
+from emvos.inference.adapt import (
+    AdaptSettings,
+    _absent_window,
+    _affine_thetas,
+    _draw_clip,
+    _object_centres,
+    adapt_network,
+    make_variants,
+)
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.predictor import VideoPredictor
 from emvos.model.config import ModelConfig
@@ -43,7 +51,7 @@ def _tensors(image: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch
 
 
 @pytest.mark.parametrize("field, value", [("steps", -1), ("lr", 0.0), ("variants", 0), ("clip_len", 1),
-                                          ("batch_size", 0), ("crop", 8)])
+                                          ("batch_size", 0), ("crop", 8), ("absent_p", 1.5)])
 def test_settings_name_the_bad_parameter(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         AdaptSettings(**{field: value})
@@ -193,3 +201,41 @@ def test_joint_clips_track_a_bounded_number_of_objects(network: EMVOS) -> None:
     assert report.steps == 3 and np.isfinite(report.last_loss)
     with pytest.raises(ValueError, match="joint_objects"):
         AdaptSettings(joint_objects=0)
+
+
+def test_an_absent_window_shows_none_of_the_object() -> None:
+    mask = torch.zeros(64, 96, dtype=torch.bool)
+    mask[20:30, 8:20] = True
+    generator = torch.Generator().manual_seed(0)
+    windows = {_absent_window(mask, 32, 48, 16, generator) for _ in range(20)}
+    assert None not in windows and len(windows) > 1  # several windows qualify, drawn at random
+    for top, left, height, width in windows:  # type: ignore[misc]
+        assert (height, width) == (32, 48) and top % 16 == 0 and left % 16 == 0
+        assert top + height <= 64 and left + width <= 96 and not mask[top:top + height, left:left + width].any()
+    mask[:, 40:56] = True  # a band that every 48-wide window crosses
+    assert _absent_window(mask, 32, 48, 16, generator) is None
+
+
+def test_absent_clips_leave_the_object_in_their_middle_frames_and_come_back() -> None:
+    image, labels = _tensors(*_scene())
+    _, ids = make_variants(image, labels, AdaptSettings(variants=3, **STILL), torch.Generator().manual_seed(0))
+    centres = _object_centres(ids, [1, 4])
+    settings = AdaptSettings(clip_len=4, crop=32, absent_p=1.0)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        order, oid, windows = _draw_clip(centres, ids, settings, 16, generator)
+        shows = [bool((ids[v, t:t + h, x:x + w] == oid).any())
+                 for v, (t, x, h, w) in zip(order.tolist(), windows, strict=True)]
+        assert shows[0] and windows[-1] == windows[0]
+        assert not any(shows[1:-1]), "the middle frames must not show the tracked object"
+    plain = _draw_clip(centres, ids, AdaptSettings(clip_len=4, crop=32), 16, torch.Generator().manual_seed(0))
+    assert len(set(plain[2])) == 1  # without absent_p every frame is cut from one window
+
+
+@pytest.mark.parametrize("objects", [(1,), (1, 4)], ids=["one object", "two objects, joint"])
+def test_adaptation_with_absent_clips_runs_and_learns(network: EMVOS, objects: tuple[int, ...]) -> None:
+    image, labels = _tensors(*_scene())
+    labels = torch.where(torch.isin(labels, torch.tensor(objects)), labels, 0)
+    _, report = adapt_network(network, image, labels, AdaptSettings(steps=20, lr=1e-3, variants=3, crop=32,
+                                                                    absent_p=0.5))
+    assert report.steps == 20 and report.last_loss < report.first_loss

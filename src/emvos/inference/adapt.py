@@ -59,6 +59,11 @@ class AdaptSettings:
             object) each clip tracks one object alone, as in training.
         joint_objects: most objects a joint clip tracks (its own and others drawn at random): a
             step's cost grows with them.
+        absent_p: probability that a clip's tracked object leaves the view and comes back: its
+            middle frames are cut from windows of the frame that do not show it (where the frame has
+            such a window) and its last frame from the given one's window again, so the network
+            learns to mark nothing while the object is away, however alike the rest of the scene
+            looks, and to take it up again when it returns.
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -78,6 +83,7 @@ class AdaptSettings:
     again: bool = True
     joint: bool = True
     joint_objects: int = 8
+    absent_p: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -105,6 +111,8 @@ class AdaptSettings:
             raise ValueError(f"joint_objects must be >= 1, got {self.joint_objects}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.absent_p <= 1.0:
+            raise ValueError(f"absent_p must lie in [0, 1], got {self.absent_p}")
 
 
 @dataclass(frozen=True)
@@ -189,13 +197,24 @@ def _object_centres(ids: Tensor, object_ids: list[int]) -> list[dict[int, tuple[
     return centres
 
 
-def _draw_clip(centres: list[dict[int, tuple[float, float]]], size: tuple[int, int], settings: AdaptSettings,
-               stride: int, generator: torch.Generator) -> tuple[Tensor, int, tuple[int, int, int, int]]:
-    """One pseudo-video: the frames' variant indices ``(L,)``, the tracked object and the crop window.
+#: A window in pixels, ``(top, left, height, width)``, aligned to the network's stride.
+Window = tuple[int, int, int, int]
+
+
+def _draw_clip(centres: list[dict[int, tuple[float, float]]], ids: Tensor, settings: AdaptSettings, stride: int,
+               generator: torch.Generator) -> tuple[Tensor, int, list[Window]]:
+    """One pseudo-video: the frames' variant indices ``(L,)``, the tracked object and each frame's window.
 
     The given frame is the annotated one half of the time, else a variant in which an object is
-    visible; the other frames are variants in random order. The window ``(top, left, height, width)``
-    (aligned to ``stride``) contains the tracked object's centre in the given frame, anywhere in it.
+    visible; the other frames are variants in random order. The window (aligned to ``stride``)
+    contains the tracked object's centre in the given frame, anywhere in it; every frame is cut
+    from that window, except, with probability ``settings.absent_p``, the middle frames of the clip,
+    each cut from a window of its variant that does not show the tracked object (when there is
+    one; see :func:`_absent_window`).
+
+    Args:
+        centres: per variant, the ``(y, x)`` centre of each visible object.
+        ids: ``(V, H, W)`` object ids of every variant.
     """
     def draw(n: int) -> int:
         return int(torch.randint(n, (1,), generator=generator))
@@ -205,7 +224,7 @@ def _draw_clip(centres: list[dict[int, tuple[float, float]]], size: tuple[int, i
     visible = sorted(centres[given])
     oid = visible[draw(len(visible))]
     order = torch.tensor([given] + [draw(len(centres)) for _ in range(settings.clip_len - 1)])
-    height, width = size
+    height, width = ids.shape[1:]
     size_h, size_w = min(height, settings.crop // stride * stride), min(width, settings.crop // stride * stride)
     cy, cx = centres[given][oid]
 
@@ -216,7 +235,26 @@ def _draw_clip(centres: list[dict[int, tuple[float, float]]], size: tuple[int, i
             return min(low, (side - window) // stride) * stride
         return (low + draw(high - low + 1)) * stride
 
-    return order, oid, (start(cy, size_h, height), start(cx, size_w, width), size_h, size_w)
+    window = (start(cy, size_h, height), start(cx, size_w, width), size_h, size_w)
+    windows = [window] * settings.clip_len
+    if settings.absent_p > 0 and torch.rand(1, generator=generator).item() < settings.absent_p:
+        for t in range(1, settings.clip_len - 1):
+            windows[t] = _absent_window(ids[order[t]] == oid, size_h, size_w, stride, generator) or window
+    return order, oid, windows
+
+
+def _absent_window(mask: Tensor, height: int, width: int, stride: int, generator: torch.Generator) -> Window | None:
+    """A random ``height`` x ``width`` window, aligned to ``stride``, with no pixel of ``mask`` ``(H, W)``; ``None``
+    when every window shows some of it."""
+    cells = F.avg_pool2d(mask[None, None].float(), stride)[0, 0] > 0  # (H/stride, W/stride): cells the mask touches
+    rows, cols = height // stride, width // stride
+    sums = F.pad(cells.float().cumsum(0).cumsum(1), (1, 0, 1, 0))  # summed-area table
+    touched = sums[rows:, cols:] - sums[:-rows, cols:] - sums[rows:, :-cols] + sums[:-rows, :-cols]
+    free = torch.nonzero(touched == 0)
+    if len(free) == 0:
+        return None
+    top, left = free[int(torch.randint(len(free), (1,), generator=generator))].tolist()
+    return top * stride, left * stride, height, width
 
 
 def _crop_features(features: Features, index: Tensor, top: int, left: int, height: int, width: int) -> Features:
@@ -228,7 +266,7 @@ def _crop_features(features: Features, index: Tensor, top: int, left: int, heigh
     return Features(cut(features.s4, 4), cut(features.s8, 8), cut(features.s16, 16))
 
 
-def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, window: tuple[int, int, int, int],
+def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, windows: list[Window],
                 tracked: int, limit: int, generator: torch.Generator) -> Tensor:
     """Cross-entropy of one clip whose visible objects are tracked together, as inference does.
 
@@ -237,7 +275,7 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
         features: the cached features of every variant.
         ids: ``(V, H, W)`` object ids of every variant.
         order: ``(L,)`` the clip's variants; the first one is given.
-        window: ``(top, left, height, width)`` crop, aligned to the stride.
+        windows: each frame's ``(top, left, height, width)`` crop, aligned to the stride.
         tracked: the object the clip was drawn for (always tracked).
         limit: most objects tracked together; beyond it, ``tracked`` and others drawn at random,
             the pixels of the objects left out being left out of the loss.
@@ -247,8 +285,8 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
         The mean over the predicted frames of the pixel-wise cross-entropy of the aggregated
         ``(O + 1)``-way distribution (objects outside the given frame's window count as background).
     """
-    top, left, height, width = window
-    crops = ids[order, top:top + height, left:left + width]  # (L, h, w)
+    crops = torch.stack([ids[v, top:top + h, left:left + w]
+                         for v, (top, left, h, w) in zip(order.tolist(), windows, strict=True)])  # (L, h, w)
     objects = [int(i) for i in torch.unique(crops[0]) if i != 0]
     lut = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=ids.device)
     if len(objects) > limit:  # the cost grows with the objects: track a few, ignore the others' pixels
@@ -260,7 +298,7 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
     targets = lut[crops]  # (L, h, w) in 0..O, or -100 for objects left out
     given = F.one_hot(targets[0].clamp_min(0), len(objects) + 1)  # objects left out: background in the given frame
     one_hot = given.permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
-    embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *window))
+    embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *windows[t]))
                   for t in range(len(order))]
     first = Reference(embeddings[0].keys, downsample_mask(torch.stack([1 - one_hot, one_hot], 1),
                                                           network.stride).flatten(2)[None])
@@ -328,11 +366,11 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
     losses = []
     for _ in range(settings.steps):
-        clips = [_draw_clip(centres, (height, width), settings, adapted.stride, generator)
+        clips = [_draw_clip(centres, ids, settings, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
         if settings.joint and len(object_ids) > 1:
-            loss = torch.stack([_joint_loss(adapted, features, ids, order, window, oid, settings.joint_objects,
-                                            generator) for order, oid, window in clips]).mean()
+            loss = torch.stack([_joint_loss(adapted, features, ids, order, windows, oid, settings.joint_objects,
+                                            generator) for order, oid, windows in clips]).mean()
         else:
             loss = _one_object_loss(adapted, features, ids, clips)
         optimizer.zero_grad(set_to_none=True)
@@ -348,12 +386,13 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
 
 
 def _one_object_loss(network: EMVOS, features: Features, ids: Tensor,
-                     clips: list[tuple[Tensor, int, tuple[int, int, int, int]]]) -> Tensor:
+                     clips: list[tuple[Tensor, int, list[Window]]]) -> Tensor:
     """Cross-entropy of clips that each track one object alone (:meth:`EMVOS.unroll`, as training does)."""
-    masks = torch.stack([(ids[order, top:top + size_h, left:left + size_w] == oid)
-                         for order, oid, (top, left, size_h, size_w) in clips]).long()  # (B, L, h, w)
+    masks = torch.stack([torch.stack([ids[v, top:top + h, left:left + w] == oid
+                                      for v, (top, left, h, w) in zip(order.tolist(), windows, strict=True)])
+                         for order, oid, windows in clips]).long()  # (B, L, h, w)
     frames = (network.embed_features(Features(*(torch.cat(level) for level in zip(
-        *(_crop_features(features, order[t:t + 1], *window) for order, _, window in clips), strict=True))))
+        *(_crop_features(features, order[t:t + 1], *windows[t]) for order, _, windows in clips), strict=True))))
         for t in range(len(clips[0][0])))
     logits = network.unroll(frames, masks[:, 0])  # (B, L - 1, 2, h, w)
     return F.cross_entropy(logits.flatten(0, 1), masks[:, 1:].flatten(0, 1))
