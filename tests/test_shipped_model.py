@@ -12,6 +12,7 @@ from PIL import Image
 from emvos.inference.predictor import VideoPredictor, adapt_settings
 from emvos.inference.settings import SHIPPED_MODEL, SHIPPED_MODELS
 from emvos.model.checkpoint import read_checkpoint
+from emvos.train.config import load_config
 
 #: A sequence held out of the shipped models' training (see docs/model-card.md).
 HELD_OUT = "car-turn"
@@ -38,13 +39,14 @@ def test_shipped_weights_are_small_half_precision_and_carry_the_encoder(name: st
     assert HELD_OUT in data["trained"]["train_config"]["val"]["sequences"]
 
 
-def test_emvos_base_carries_its_adaptation_learning_rate() -> None:
-    """emvos-base adapts at the learning rate its file recommends; emvos-lite at the defaults."""
+def test_emvos_base_carries_its_adaptation_settings() -> None:
+    """emvos-base adapts as its file recommends (a lower learning rate, clips where the target is away),
+    the settings its preset writes; emvos-lite at the defaults."""
     base = adapt_settings("emvos-base")
-    assert base is not None and base.lr == 2e-4 and base.steps == 40
-    assert read_checkpoint(SHIPPED_MODELS["emvos-base"])["trained"]["train_config"]["adapt"] == {"lr": 2e-4}
+    assert base is not None and (base.lr, base.absent_p, base.steps) == (2e-4, 0.5, 40)
+    assert read_checkpoint(SHIPPED_MODELS["emvos-base"])["adapt"] == load_config("emvos-base").adapt
     lite = adapt_settings(None)
-    assert lite is not None and lite.lr == 5e-4
+    assert lite is not None and (lite.lr, lite.absent_p) == (5e-4, 0.0)
 
 
 @pytest.mark.parametrize("name", [None, pytest.param("emvos-base", marks=pytest.mark.slow)])

@@ -15,6 +15,7 @@ the keys, matching and decoder, forward and backward.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -59,11 +60,13 @@ class AdaptSettings:
             object) each clip tracks one object alone, as in training.
         joint_objects: most objects a joint clip tracks (its own and others drawn at random): a
             step's cost grows with them.
-        absent_p: probability that a clip's tracked object leaves the view and comes back: its
-            middle frames are cut from windows of the frame that do not show it (where the frame has
-            such a window) and its last frame from the given one's window again, so the network
-            learns to mark nothing while the object is away, however alike the rest of the scene
-            looks, and to take it up again when it returns.
+        absent_p: on a frame with one object, the probability that a clip's object leaves the
+            view and comes back: its middle frames are cut from windows of the frame that do not
+            show it (where the frame has such a window) and its last frame from the given one's
+            window again, so the network learns to mark nothing while the object is away, however
+            alike the rest of the scene looks, and to take it up again when it returns. Frames with
+            several objects never draw such clips: there they taught the network to drop small
+            objects (the model card's re-entry test).
         seed: seed of the variants and the clips (adaptation is deterministic for a given seed).
     """
 
@@ -364,9 +367,10 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     for p in trainable:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    drawing = settings if len(object_ids) == 1 else dataclasses.replace(settings, absent_p=0.0)
     losses = []
     for _ in range(settings.steps):
-        clips = [_draw_clip(centres, ids, settings, adapted.stride, generator)
+        clips = [_draw_clip(centres, ids, drawing, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
         if settings.joint and len(object_ids) > 1:
             loss = torch.stack([_joint_loss(adapted, features, ids, order, windows, oid, settings.joint_objects,
