@@ -8,12 +8,16 @@ disturbs far less than wall-clock time::
 
 prints, per round, the CPU seconds of adapting with the reference network's encoder and with the
 encoder of the copy prepared for inference (what :class:`~emvos.VideoPredictor` uses): one step
-(nearly all of it the variants' encoder pass) and the default number of steps.
+(nearly all of it the variants' encoder pass) and the default number of steps. ``--checkpoint``
+and ``--settings`` (JSON, over the settings the model file recommends) time another model or
+setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from PIL import Image
 
 from emvos.inference.adapt import AdaptSettings, adapt_network
 from emvos.inference.optimize import prepare_for_inference
-from emvos.inference.predictor import load_network
+from emvos.inference.predictor import adapt_settings, load_network
 from emvos.io.masks import read_label_png
 
 
@@ -36,9 +40,14 @@ def main() -> None:
     parser.add_argument("--shorter-side", type=int, default=480, help="frame size to adapt at (default 480)")
     parser.add_argument("--steps", type=int, default=AdaptSettings().steps,
                         help="adaptation steps (default: the default)")
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    parser.add_argument("--settings", default="{}",
+                        help="AdaptSettings fields as JSON, over the model file's (e.g. '{\"absent_p\": 0}')")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    network = load_network(None)
+    network = load_network(args.checkpoint)
+    settings = AdaptSettings.from_dict(dataclasses.asdict(adapt_settings(args.checkpoint) or AdaptSettings())
+                                       | json.loads(args.settings))
     prepared = prepare_for_inference(network, torch.device("cpu"))
     frame = Image.open(args.frame).convert("RGB")
     factor = args.shorter_side / min(frame.size)
@@ -58,7 +67,7 @@ def main() -> None:
             seconds = []
             for steps in (1, args.steps):
                 start = time.process_time()
-                adapt_network(network, image, ids, AdaptSettings(steps=steps), encoder=encoder)
+                adapt_network(network, image, ids, dataclasses.replace(settings, steps=steps), encoder=encoder)
                 seconds.append(time.process_time() - start)
             print(f"{round_:5d}  {name:9s}  {seconds[0]:17.2f}  {seconds[1]:13.2f}")
 
