@@ -24,7 +24,6 @@ import torch
 
 from emvos.eval.benchmark import segment_sequence
 from emvos.eval.davis import evaluate_results, format_report, write_reports
-from emvos.inference.adapt import AdaptSettings
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
 
 
@@ -40,10 +39,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model_settings = dataclasses.asdict(adapt_settings(args.checkpoint) or AdaptSettings())
-    settings = AdaptSettings.from_dict(model_settings | json.loads(args.settings))
+    settings = adapt_settings(args.checkpoint, overrides=json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings if settings.steps else None)
+                               adapt=settings)
     sequences = args.sequences.split(",")
     timings = []
     for name in sequences:
@@ -54,8 +52,8 @@ def main() -> None:
                               workers=args.threads)
     write_reports(result, args.out)
     print(format_report(result))
-    (args.out / "adapt.json").write_text(json.dumps({"settings": dataclasses.asdict(settings),
-                                                     "sequences": timings}, indent=2))
+    record = dataclasses.asdict(settings) if settings else {"steps": 0}
+    (args.out / "adapt.json").write_text(json.dumps({"settings": record, "sequences": timings}, indent=2))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     network = load_network(args.checkpoint)
-    settings = AdaptSettings.from_dict(dataclasses.asdict(adapt_settings(args.checkpoint) or AdaptSettings())
-                                       | json.loads(args.settings))
+    settings = adapt_settings(args.checkpoint, args.steps, json.loads(args.settings))
+    if settings is None:
+        parser.error("--steps must be at least 1")
     prepared = prepare_for_inference(network, torch.device("cpu"))
     frame = Image.open(args.frame).convert("RGB")
     factor = args.shorter_side / min(frame.size)

@@ -18,9 +18,7 @@ frame's J and the true and predicted areas.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,57 +28,43 @@ from PIL import Image
 from emvos.data.base import read_labels
 from emvos.data.video import pair_frames
 from emvos.eval.metrics import region_similarity
-from emvos.inference.adapt import AdaptSettings
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
 
-
-@dataclass(frozen=True)
-class PanPlan:
-    """Frames of the pan: follow the target until ``leave``, away from ``away`` to ``back``, home at ``home``."""
-
-    leave: int
-    away: int
-    back: int
-    home: int
+#: Frames the window takes to pan away from the target, and to pan back.
+PAN_FRAMES = 10
 
 
-def pan_video(frames: list[np.ndarray], masks: list[np.ndarray], window: float, hold: int,
-              start: int) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-    """Crop each ``(H, W, 3)`` frame and ``(H, W)`` mask to a window that pans away from the target and back.
+def pan_offsets(masks: list[np.ndarray], window: float, hold: int, start: int) -> list[int] | None:
+    """Left edge of each frame's window (``window`` of the width, full height) in a pan away from the
+    target and back, from each frame's ``(H, W)`` target mask.
 
-    The window (``window`` of the width, full height) is centred on the target, pans to the side of
-    the frame farther from the target over 10 frames from frame ``start``, stays there ``hold``
-    frames and pans back over 10 frames. Returns ``None`` when the target stays in view (too wide).
+    The window follows the target's centre, pans to the side of the frame farther from it over
+    ``PAN_FRAMES`` frames from frame ``start``, stays there ``hold`` frames and pans back. ``None``
+    when the video is too short, or the target stays in view (too wide) or is out of view at frame 0.
     """
-    height, width = masks[0].shape
+    width = masks[0].shape[1]
     side = round(window * width)
-    plan = PanPlan(start, start + 10, start + 10 + hold, start + 20 + hold)
-    if plan.home > len(frames):
+    leave, away, back, home = start, start + PAN_FRAMES, start + PAN_FRAMES + hold, start + 2 * PAN_FRAMES + hold
+    if home > len(masks):
         return None
     centres, last = [], width / 2
     for mask in masks:
         xs = np.nonzero(mask.any(axis=0))[0]
         last = (xs.min() + xs.max()) / 2 if xs.size else last
         centres.append(last)
-    away = 0 if centres[plan.leave] > width / 2 else width - side
-    out_frames, out_masks = [], []
-    for t, (frame, mask) in enumerate(zip(frames, masks, strict=True)):
-        follow = min(max(centres[t] - side / 2, 0), width - side)
-        if t < plan.leave or t >= plan.home:
+    far = 0 if centres[leave] > width / 2 else width - side
+    lefts = []
+    for t, centre in enumerate(centres):
+        follow = min(max(centre - side / 2, 0), width - side)
+        if t < leave or t >= home:
             weight = 0.0
-        elif t < plan.away:
-            weight = (t - plan.leave) / (plan.away - plan.leave)
-        elif t < plan.back:
-            weight = 1.0
+        elif t < away:
+            weight = (t - leave) / (away - leave)
         else:
-            weight = 1 - (t - plan.back) / (plan.home - plan.back)
-        left = round((1 - weight) * follow + weight * away)
-        out_frames.append(frame[:, left:left + side])
-        out_masks.append(mask[:, left:left + side])
-    absent = [not m.any() for m in out_masks]
-    if sum(absent) < hold // 2 or absent[0]:
-        return None
-    return out_frames, out_masks
+            weight = 1.0 if t < back else 1 - (t - back) / (home - back)
+        lefts.append(round((1 - weight) * follow + weight * far))
+    absent = [not mask[:, left:left + side].any() for mask, left in zip(masks, lefts, strict=True)]
+    return None if absent[0] or sum(absent) < hold // 2 else lefts
 
 
 def main() -> None:
@@ -100,43 +84,39 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = adapt_settings(args.checkpoint, args.adapt)
-    if settings is not None:
-        settings = AdaptSettings.from_dict(dataclasses.asdict(settings) | json.loads(args.settings))
+    settings = adapt_settings(args.checkpoint, args.adapt, json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
                                adapt=settings)
-    report: dict[str, object] = {"settings": {k: str(v) for k, v in vars(args).items()}, "sequences": {}}
-    totals: dict[str, list[float]] = {"all": [], "before": [], "after": [], "ghost": []}
+    rows: dict[str, dict[str, object]] = {}
     print(f"{'sequence':16s} {'frames':>6s} {'J':>6s} {'before':>6s} {'after':>6s} {'ghost':>6s}")
     for name in args.sequences.split(","):
         video, _ = pair_frames(args.source / "JPEGImages" / "480p" / name, args.source / "Annotations" / "480p" / name)
-        frames = [np.asarray(Image.open(p).convert("RGB")) for p in video.images]
         masks = [read_labels(p) != 0 for p in video.masks]
-        panned = pan_video(frames, masks, args.window, args.hold, args.start)
-        if panned is None:
+        lefts = pan_offsets(masks, args.window, args.hold, args.start)
+        if lefts is None:
             print(f"{name:16s} skipped: the target stays in view of a {args.window:.2f}-wide window")
             continue
-        images, truth = panned
+        side = round(args.window * masks[0].shape[1])
+        images = [np.asarray(Image.open(p).convert("RGB"))[:, left:left + side] for p, left in zip(video.images, lefts,
+                                                                                                 strict=True)]
+        truth = [mask[:, left:left + side] for mask, left in zip(masks, lefts, strict=True)]
         state = predictor.init_state()
         predicted = [p.labels != 0 for p in predictor.propagate(state, images, {0: truth[0].astype(np.uint8)})]
         scores = region_similarity(np.stack(truth[1:]), np.stack(predicted[1:]))
         visible = [bool(m.any()) for m in truth[1:]]
         gone = visible.index(False)
         back = gone + visible[gone:].index(True)
-        before, after = scores[:gone], scores[back:][np.array(visible[back:])]
+        after = scores[back:][np.array(visible[back:])]
         ghost = [bool(p.any()) for p, v in zip(predicted[1:], visible, strict=True) if not v]
-        row = {"J": float(scores.mean()), "before": float(before.mean()), "after": float(after.mean()),
-               "ghost": float(np.mean(ghost)), "per_frame": [float(s) for s in scores],
-               "true_area": [int(m.sum()) for m in truth[1:]], "predicted_area": [int(p.sum()) for p in predicted[1:]]}
-        report["sequences"][name] = row  # type: ignore[index]
-        for key, value in (("all", row["J"]), ("before", row["before"]), ("after", row["after"]),
-                           ("ghost", row["ghost"])):
-            totals[key].append(value)  # type: ignore[arg-type]
+        row = rows[name] = {"J": float(scores.mean()), "before": float(scores[:gone].mean()),
+                            "after": float(after.mean()), "ghost": float(np.mean(ghost)),
+                            "per_frame": [float(s) for s in scores], "true_area": [int(m.sum()) for m in truth[1:]],
+                            "predicted_area": [int(p.sum()) for p in predicted[1:]]}
         print(f"{name:16s} {len(images):6d} {row['J']:6.3f} {row['before']:6.3f} {row['after']:6.3f} "
               f"{row['ghost']:6.2f}")
-    mean = {k: float(np.mean(v)) for k, v in totals.items() if v}
-    report["mean"] = mean
-    print(f"{'mean':16s} {'':6s} {mean['all']:6.3f} {mean['before']:6.3f} {mean['after']:6.3f} {mean['ghost']:6.2f}")
+    mean = {k: float(np.mean([row[k] for row in rows.values()])) for k in ("J", "before", "after", "ghost")}
+    print(f"{'mean':16s} {'':6s} {mean['J']:6.3f} {mean['before']:6.3f} {mean['after']:6.3f} {mean['ghost']:6.2f}")
+    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "sequences": rows, "mean": mean}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reentry.json").write_text(json.dumps(report, indent=1))
 

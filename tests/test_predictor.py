@@ -465,3 +465,16 @@ def test_a_model_file_recommends_its_adaptation(tmp_path: Path) -> None:
     assert VideoPredictor.from_checkpoint(tmp_path / "tuned.pt", device="cpu", adapt=None).adapt is None
     with pytest.raises(EmvosInputError, match="future.pt: its adaptation settings name warmup"):
         adapt_settings(tmp_path / "future.pt")
+
+
+def test_adaptation_overrides_go_over_the_files_settings(tmp_path: Path) -> None:
+    """An ablation's fields go over the file's; explicit steps over both; unknown names are refused."""
+    network = EMVOS(ModelConfig(encoder="tiny-test"), encoder_weights=None)
+    save_checkpoint(tmp_path / "tuned.pt", network, adapt={"lr": 2e-4, "absent_p": 0.5})
+    assert adapt_settings(tmp_path / "tuned.pt", overrides={"absent_p": 0, "scale": [0.9, 1.1]}) == AdaptSettings(
+        lr=2e-4, absent_p=0.0, scale=(0.9, 1.1))
+    assert adapt_settings(tmp_path / "tuned.pt", 7, {"steps": 3, "lr": 1e-3}) == AdaptSettings(
+        steps=7, lr=1e-3, absent_p=0.5)
+    assert adapt_settings(tmp_path / "tuned.pt", overrides={"steps": 0}) is None
+    with pytest.raises(ValueError, match="warmup"):
+        adapt_settings(tmp_path / "tuned.pt", overrides={"warmup": 3})

@@ -107,27 +107,33 @@ def load_network(checkpoint: str | Path | None = None) -> EMVOS:
     return load_model(path)
 
 
-def adapt_settings(checkpoint: str | Path | None = None, steps: int | None = None) -> AdaptSettings | None:
+def adapt_settings(checkpoint: str | Path | None = None, steps: int | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> AdaptSettings | None:
     """The test-time adaptation a checkpoint's network gets by default.
 
     :class:`AdaptSettings`' defaults, with the settings the model file recommends (its ``adapt``
-    entry: e.g. ``emvos-base``'s learning rate) and ``steps`` optimizer steps (``None``: the
-    default number; 0: no adaptation, and ``None`` is returned). ``checkpoint`` is read as
+    entry: e.g. ``emvos-base``'s learning rate), then ``overrides`` (fields by name, as plain data:
+    an ablation's settings), then ``steps`` optimizer steps (``None``: the number so far; 0: no
+    adaptation). ``None`` is returned when the steps come to 0. ``checkpoint`` is read as
     :func:`load_network` reads it.
 
     Raises:
         EmvosInputError: the file's ``adapt`` entry names a setting :class:`AdaptSettings` does not have.
+        ValueError: ``overrides`` name a setting it does not have, or a value out of range.
     """
     if steps == 0:
         return None
     path = checkpoint_file(checkpoint)
     recommended = dict(read_checkpoint(path).get("adapt") or {}) if path.is_file() else {}
-    if steps is not None:
-        recommended["steps"] = steps
     try:
-        return AdaptSettings.from_dict(recommended)
+        settings = AdaptSettings.from_dict(recommended)
     except ValueError as exc:
         raise EmvosInputError(f"{path}: its {exc}; upgrade emvos or write the file again with emvos export") from None
+    if overrides:
+        settings = AdaptSettings.from_dict(dataclasses.asdict(settings) | dict(overrides))
+    if steps is not None:
+        settings = dataclasses.replace(settings, steps=steps)
+    return settings if settings.steps > 0 else None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
