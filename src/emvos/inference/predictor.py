@@ -47,6 +47,7 @@ from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
+from emvos.inference.zoom import Window, ZoomSettings, zoom_window
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
@@ -67,6 +68,14 @@ class _Group:
 
     object_ids: list[int]
     ref: Reference  # keys (1, C, N); mask (1, len(object_ids), 2, N)
+
+
+@dataclass
+class _ZoomTrack:
+    """A small object followed in a zoomed window of its own (:mod:`emvos.inference.zoom`)."""
+
+    window: Window
+    state: VideoState  # the window's video: the object's references, in the window's pixels
 
 
 @dataclass
@@ -93,6 +102,7 @@ class VideoState:
     tuned: EMVOS | None = None  # the same before preparation, where adapting again starts
     adaptations: list[AdaptReport] = field(default_factory=list)  # what each adaptation did, in order
     probabilities: list[Tensor] | None = None  # when kept: the current chunk's (O, H, W) uint8 probabilities
+    zoom: dict[int, _ZoomTrack] = field(default_factory=dict)  # object id -> its window, for small objects
 
 
 def load_network(checkpoint: str | Path | None = None) -> EMVOS:
@@ -203,12 +213,15 @@ class VideoPredictor:
             (:mod:`emvos.inference.adapt`) and segments that video; with ``adapt.again``, each later
             frame given a mask (new objects, a correction) tunes its decoder again on that frame's
             labels. ``None`` (or 0 steps) uses the network as it is.
+        zoom: small objects are also tracked in a zoomed window of the frame each
+            (:mod:`emvos.inference.zoom`): one more encoder pass of ``zoom.size`` pixels a side per
+            small object and frame. ``None``: the frame's pass alone.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
                  compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
-                 adapt: AdaptSettings | None = None) -> None:
+                 adapt: AdaptSettings | None = None, zoom: ZoomSettings | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
                                               f"{model.config.matching} branch; use a model trained with sm")
@@ -225,6 +238,12 @@ class VideoPredictor:
             raise ParameterError("lookahead", f"must be at least 1 frame, got {lookahead}")
         if cuda_graphs and compile:
             raise ParameterError(("cuda_graphs", "compile"), "both take over the frame's launches; choose one")
+        if zoom is not None and cuda_graphs:
+            raise ParameterError(("zoom", "cuda_graphs"), "cannot be combined: a CUDA graph replays the frame's "
+                                                          "pass alone; leave out one of them")
+        if zoom is not None and zoom.size % model.stride:
+            raise ParameterError("zoom", f"the window's size must be a multiple of the network's stride "
+                                         f"{model.stride}, got {zoom.size}")
         model = model.to(self.device).eval()
         self.reference = model  # the caller's network: what adaptation starts from
         self.optimize, self.compile = optimize, compile
@@ -236,6 +255,7 @@ class VideoPredictor:
         self.cuda_graphs = cuda_graphs
         self.lookahead = lookahead
         self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
+        self.zoom = zoom
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -350,6 +370,15 @@ class VideoPredictor:
         prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         state.prev = Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
         state.graph = None
+        if state.zoom:
+            pixels, size = self._pixels(frame), _known(self.zoom, "zoom").size
+            labels_map = torch.from_numpy(labels).to(self.device)[None].float()
+            for oid, track in state.zoom.items():
+                window_fg = (labels_map == oid).float()
+                track.window.follow(track.window.crop(window_fg, size, mode="nearest")[0])  # centred on the labels
+                crop = track.window.crop(pixels, size)[None]
+                track.state.prev = self._reference(self._embed_windows(state, crop)[0],
+                                                   track.window.crop(window_fg, size, mode="nearest"))
 
     @torch.inference_mode()
     def step_many(self, state: VideoState, images: Sequence[ImageLike],
@@ -404,13 +433,13 @@ class VideoPredictor:
         queries = self._embed_many(state, frames[first:]) if first < len(frames) else []
         tracked: list[Tensor] = []  # each frame's labels on the device, fetched together: one wait per chunk
         objects: list[tuple[int, ...]] = []
-        for query, given, ids in zip(queries, givens[first:], given_ids[first:], strict=True):
+        for frame, query, given, ids in zip(frames[first:], queries, givens[first:], given_ids[first:], strict=True):
             if ids and given is not None:
-                labels = self._step_given(state, query, given, ids)
+                labels = self._step_given(state, query, given, ids, frame)
             elif self.cuda_graphs:
                 labels = self._step_graphed(state, query).clone()  # the graph's buffer is the next frame's
             else:
-                labels, state.prev = self._track(state, query, _known(state.prev, "previous frame"))
+                labels, state.prev = self._track(state, query, _known(state.prev, "previous frame"), frame)
             tracked.append(labels)
             objects.append(tuple(state.object_ids))
         fetched = list(torch.stack(tracked).cpu().numpy()) if tracked else []
@@ -487,26 +516,108 @@ class VideoPredictor:
         reference's precision (adaptation's variants; not when compiled, whose shapes are the frames')."""
         return self.model.encoder(images.contiguous(memory_format=self.memory_format))
 
-    def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference) -> tuple[Tensor, Reference]:
+    def _track(self, state: VideoState, query: FrameEmbedding, prev: Reference,
+               frame: np.ndarray | None = None) -> tuple[Tensor, Reference]:
         """Propagate the tracked objects to a frame with no given mask.
 
         Args:
             query: the frame's embedding.
             prev: the previous frame's reference.
+            frame: the ``(H, W, 3) uint8`` frame, which the windows of small objects are cut from
+                (``None`` where the video has none).
 
         Returns:
             ``(H, W) uint8`` labels on the device, and the frame's reference for the next frame.
         """
-        return self._finish(state, query, _known(self._predict(state, query, prev), "objects"))
+        probs = _known(self._predict(state, query, prev), "objects")
+        return self._finish(state, query, probs, None if frame is None or not state.zoom else self._pixels(frame))
 
-    def _step_given(self, state: VideoState, query: FrameEmbedding, given: np.ndarray, given_ids: list[int]) -> Tensor:
+    def _step_given(self, state: VideoState, query: FrameEmbedding, given: np.ndarray, given_ids: list[int],
+                    frame: np.ndarray) -> Tensor:
         """A frame with a given mask: track the other objects, register the given ones; ``(H, W) uint8`` labels."""
         probs = self._predict(state, query, state.prev)
-        given_pixels = torch.from_numpy(given).to(self.device)[None, None].float()
-        given_map = _known(state.geometry, "size").mask(given_pixels)[0, 0]
+        given_full = torch.from_numpy(given).to(self.device)
+        given_map = _known(state.geometry, "size").mask(given_full[None, None].float())[0, 0]
         probs = self._add_given(state, query, given_map, given_ids, probs)
-        labels, state.prev = self._finish(state, query, probs)
+        image = None
+        if self.zoom is not None:
+            image = self._pixels(frame)
+            self._give_windows(state, image, given, given_full, given_ids)
+        labels, state.prev = self._finish(state, query, probs, image if state.zoom else None, skip=given_ids)
         return labels
+
+    def _pixels(self, frame: np.ndarray) -> Tensor:
+        """``(H, W, 3) uint8`` frame -> ``(3, H, W)`` float in ``[0, 1]`` on the device."""
+        return torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255)
+
+    def _give_windows(self, state: VideoState, image: Tensor, given: np.ndarray, given_full: Tensor,
+                      given_ids: list[int]) -> None:
+        """Give each small object of a given mask its window (replacing any it had); large ones lose theirs.
+
+        Args:
+            image: the ``(3, H, W)`` frame.
+            given, given_full: its ``(H, W)`` object ids, as an array and on the device.
+            given_ids: the ids in ``given``.
+        """
+        zoom, geometry = _known(self.zoom, "zoom"), _known(state.geometry, "size")
+        scale = geometry.work[0] / geometry.size[0]
+        for oid in given_ids:
+            window = zoom_window(given == oid, zoom, scale)
+            if window is None:
+                state.zoom.pop(oid, None)
+                continue
+            mask = window.crop((given_full == oid)[None].float(), zoom.size, mode="nearest")[0] * oid
+            query = self._embed_windows(state, window.crop(image, zoom.size)[None])[0]
+            side = zoom.size
+            track = VideoState(geometry=Geometry((side, side), (side, side), (0, 0, 0, 0)))
+            one_hot = self._add_given(track, query, mask, [oid], None)
+            track.prev = self._reference(query, one_hot[:, 1])
+            state.zoom[oid] = _ZoomTrack(window, track)
+
+    def _embed_windows(self, state: VideoState, crops: Tensor) -> list[FrameEmbedding]:
+        """Embed ``(K, 3, S, S)`` windows (float in ``[0, 1]``, ``S`` a multiple of the stride) as one batch."""
+        with self._autocast():
+            batch = (state.network or self.model).embed(crops.contiguous(memory_format=self.memory_format))
+        s16, s8, s4 = batch.shared
+        return [FrameEmbedding((s16[i:i + 1], s8[i:i + 1], s4[i:i + 1]), {b: k[i:i + 1] for b, k in batch.keys.items()},
+                               batch.grid) for i in range(len(crops))]
+
+    def _zoom(self, state: VideoState, image: Tensor, restored: Tensor, skip: Sequence[int]) -> Tensor:
+        """Track the small objects in their windows and merge them into the frame's probabilities.
+
+        Args:
+            image: the ``(3, H, W)`` frame.
+            restored: ``(O + 1, H, W)`` background and object probabilities of the frame's pass
+                (changed in place).
+            skip: objects given at this frame (their windows start here).
+
+        Returns:
+            ``restored``, each windowed object's row the window's probability (inside the window,
+            within what the objects without a window leave; 0 outside), the background what the
+            objects leave.
+        """
+        tracks = [(oid, track) for oid, track in state.zoom.items() if oid not in skip]
+        if not tracks:
+            return restored
+        size = _known(self.zoom, "zoom").size
+        queries = self._embed_windows(state, torch.stack([t.window.crop(image, size) for _, t in tracks]))
+        windowed = {state.object_ids.index(oid) for oid in state.zoom}
+        plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
+        pasted = []
+        for (oid, track), query in zip(tracks, queries, strict=True):
+            track.state.network = state.network
+            fg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))[1]  # (S, S)
+            track.state.prev = self._reference(query, fg[None])
+            pasted.append((state.object_ids.index(oid), *track.window.paste(fg, (image.shape[-2], image.shape[-1]))))
+            track.window.follow(fg)
+        restored = restored.clone()  # it may view the frame's own probabilities, which its reference keeps
+        left = [1 - restored[:, rows, cols][plain].sum(dim=0).clamp_(max=1) for _, (rows, cols), _ in pasted]
+        for slot in {slot for slot, _, _ in pasted}:
+            restored[1 + slot] = 0
+        for (slot, (rows, cols), fg), free in zip(pasted, left, strict=True):
+            restored[1 + slot, rows, cols] = fg * free
+        restored[0] = 1 - restored[1:].sum(dim=0).clamp_(max=1)
+        return restored
 
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""
@@ -535,18 +646,29 @@ class VideoPredictor:
             return {b: k.clone() for b, k in query.keys.items()}
         return query.keys
 
-    def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor) -> tuple[Tensor, Reference]:
-        """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference."""
+    def _finish(self, state: VideoState, query: FrameEmbedding, probs: Tensor, image: Tensor | None = None,
+                skip: Sequence[int] = ()) -> tuple[Tensor, Reference]:
+        """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference.
+
+        With the ``(3, H, W)`` frame ``image``, the small objects' windows (except those of objects in
+        ``skip``) track them and take part in the labels (:meth:`_zoom`); the frame's reference keeps
+        the frame's pass alone.
+        """
         agg = aggregate(probs)  # (O + 1, H'', W'')
-        fg = agg[1:]
-        prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
         # max(dim).indices returns the same first maximum as argmax, an order of magnitude faster on CPU.
         lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
         restored = geometry.restore(agg[None])[0]
+        if image is not None:
+            restored = self._zoom(state, image, restored, skip)
         labels = lut[restored.max(dim=0).indices]
         if state.probabilities is not None:
             state.probabilities.append(restored[1:].mul(255).round_().to(torch.uint8))
-        return labels, Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
+        return labels, self._reference(query, agg[1:])
+
+    def _reference(self, query: FrameEmbedding, fg: Tensor) -> Reference:
+        """The frame's reference for the next frame: its keys and ``(O, H'', W'')`` foreground probabilities."""
+        prev_mask = downsample_mask(torch.stack([1 - fg, fg], dim=1), self.model.stride)
+        return Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
 
     def _predict(self, state: VideoState, query: FrameEmbedding, prev: Reference | None) -> Tensor | None:
         """Background/foreground probabilities ``(O, 2, H'', W'')`` of every tracked object."""

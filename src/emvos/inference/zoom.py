@@ -1,0 +1,142 @@
+"""Small objects tracked in a zoomed window of their own, beside the whole frame.
+
+At 480p, matching at stride 16 sees an object of a thousand pixels in a 1080p frame as a cell or
+two: it is lost within frames. A small object therefore also gets a square *window* of the frame
+around it, some times its own extent (:attr:`ZoomSettings.context`), cut from the frame's own
+pixels and resized to :attr:`ZoomSettings.size` pixels a side: there it is many cells wide. The
+window is tracked as a video of its own (its first-frame and previous-frame references, the same
+network), and follows the object: each frame it is centred on what the window's prediction marks,
+while that keeps between a third and three times the object's first area (a window that would chase
+a leak or a vanishing object stays where it is). Its side stays the one the object was given with.
+
+The frame's own pass still tracks every object. Inside a window, the object's probability is the
+window's, taken only from what the frame's pass leaves to the objects without windows (a window
+tracks one object, so it may mark a look-alike neighbour: the neighbour's own pass keeps it);
+outside, it is 0. An object gets a window when the window, resized, shows it larger than the frame's
+pass does (:func:`zoom_window`): the cost is then one encoder pass of ``size`` pixels a side per
+small object and frame, and nothing for videos of large objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Smallest window side in frame pixels (an object of a few pixels still gets some context).
+MIN_SIDE = 32
+#: The window follows the object while its marked area stays within this factor of the first one.
+AREA_RANGE = 3.0
+
+
+@dataclass(frozen=True)
+class ZoomSettings:
+    """When and how small objects get a zoomed window.
+
+    Attributes:
+        size: side in pixels of the window as the network sees it (a multiple of the network's
+            stride): the larger, the more a small object is magnified, and the more each window costs.
+        context: the window's side as a multiple of the object's extent (the longer side of its
+            bounding box) when it is given.
+    """
+
+    size: int = 320
+    context: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.size < 64:
+            raise ValueError(f"size must be at least 64 pixels, got {self.size}")
+        if self.context < 1:
+            raise ValueError(f"context must be at least 1 (the object's own extent), got {self.context}")
+
+
+@dataclass
+class Window:
+    """A square window of the frame that follows one object.
+
+    Attributes:
+        center: ``(y, x)`` in frame pixels.
+        side: side in frame pixels (fixed).
+        area: the object's area in frame pixels when it was given.
+    """
+
+    center: tuple[float, float]
+    side: float
+    area: float
+
+    def box(self) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)`` in frame pixels, integers; may reach outside the frame."""
+        side = round(self.side)
+        top, left = round(self.center[0] - self.side / 2), round(self.center[1] - self.side / 2)
+        return top, left, top + side, left + side
+
+    def crop(self, image: Tensor, size: int, mode: str = "bilinear") -> Tensor:
+        """The window of ``(C, H, W)`` float ``image`` resized to ``(C, size, size)``; the frame's
+        border pixels repeat where the window reaches outside it (``mode``: ``bilinear``, antialiased
+        when shrinking, or ``nearest`` for masks)."""
+        top, left, bottom, right = self.box()
+        height, width = image.shape[-2:]
+        inside = image[:, max(top, 0):min(bottom, height), max(left, 0):min(right, width)]
+        pad = (max(-left, 0), max(right - width, 0), max(-top, 0), max(bottom - height, 0))
+        if any(pad):
+            inside = F.pad(inside[None], pad, mode="replicate")[0]
+        if mode == "nearest":
+            return F.interpolate(inside[None], size=(size, size), mode="nearest")[0]
+        return F.interpolate(inside[None], size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=inside.shape[-1] > size)[0]
+
+    def paste(self, probs: Tensor, frame: tuple[int, int]) -> tuple[tuple[slice, slice], Tensor]:
+        """Where the window lies in a frame of size ``frame``, and ``(size, size)`` ``probs`` resized to it.
+
+        Returns:
+            The frame's ``(rows, columns)`` slices and the ``(h, w)`` probabilities for them (the part
+            of the window inside the frame).
+        """
+        top, left, bottom, right = self.box()
+        side = bottom - top
+        full = F.interpolate(probs[None, None], size=(side, side), mode="bilinear", align_corners=False)[0, 0]
+        rows = slice(max(top, 0), min(bottom, frame[0]))
+        cols = slice(max(left, 0), min(right, frame[1]))
+        return (rows, cols), full[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+
+    def follow(self, fg: Tensor) -> None:
+        """Centre the window on what ``(size, size)`` foreground probabilities ``fg`` of its last crop
+        mark (above 0.5), unless nothing is marked or the area left :data:`AREA_RANGE` of the first."""
+        marked = fg > 0.5
+        size = fg.shape[-1]
+        area = float(marked.sum()) * (self.side / size) ** 2
+        if not self.area / AREA_RANGE < area < self.area * AREA_RANGE:
+            return
+        rows = torch.nonzero(marked.any(dim=1)).flatten()
+        cols = torch.nonzero(marked.any(dim=0)).flatten()
+        scale = self.side / size
+        top, left = self.center[0] - self.side / 2, self.center[1] - self.side / 2
+        self.center = (top + (float(rows[0] + rows[-1]) + 1) / 2 * scale,
+                       left + (float(cols[0] + cols[-1]) + 1) / 2 * scale)
+
+
+def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> Window | None:
+    """The window of an object given by ``(H, W)`` bool ``mask``, or ``None`` when it needs none.
+
+    Args:
+        mask: the object's pixels in the frame.
+        settings: the zoom's size and context.
+        work_scale: the frame pass's resize factor (working size / frame size).
+
+    Returns:
+        A window when, resized to :attr:`ZoomSettings.size`, it shows the object larger than the
+        frame's pass (its side times ``work_scale`` is under ``size``); ``None`` otherwise or when
+        ``mask`` is empty.
+    """
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(rows) == 0:
+        return None
+    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    side = min(max(extent * settings.context, MIN_SIDE), min(mask.shape))
+    if side * work_scale >= settings.size:
+        return None
+    center = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
+    return Window((float(center[0]), float(center[1])), float(side), float(mask.sum()))
