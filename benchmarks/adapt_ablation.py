@@ -25,6 +25,7 @@ import torch
 from emvos.eval.benchmark import segment_sequence
 from emvos.eval.davis import evaluate_results, format_report, write_reports
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
+from emvos.inference.zoom import zoom_settings
 
 
 def main() -> None:
@@ -36,12 +37,14 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=480)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--zoom", type=int, default=None,
+                        help="window side of small objects (0: off; default: emvos segment's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, overrides=json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings)
+                               adapt=settings, zoom=zoom_settings(args.zoom))
     sequences = args.sequences.split(",")
     timings = []
     for name in sequences:

@@ -17,7 +17,13 @@ from emvos.commands import command_summary
 from emvos.errors import EmvosInputError, ParameterError
 from emvos.inference.prompt_options import add_prompt_options, check_prompt, has_prompt, prompt_masks
 from emvos.inference.review import ReviewLog
-from emvos.inference.settings import DEFAULT_ADAPT_STEPS, DEFAULT_RESOLUTION, PRECISIONS, check_checkpoint
+from emvos.inference.settings import (
+    DEFAULT_ADAPT_STEPS,
+    DEFAULT_RESOLUTION,
+    DEFAULT_ZOOM_SIZE,
+    PRECISIONS,
+    check_checkpoint,
+)
 from emvos.io import LabelWriter, OverlayWriter, collect_masks, greyscale_overlay_palette, open_frames
 from emvos.io.formats import FORMATS, SOFT_FORMATS, ResultWriter, result_writer
 from emvos.io.frame_range import FrameRange, frames_in_range
@@ -41,7 +47,8 @@ if TYPE_CHECKING:
 #: The flag of each predictor parameter, to word the library's :class:`ParameterError` for the command line.
 PREDICTOR_FLAGS = {"checkpoint": "--checkpoint", "device": "--device", "resolution": "--resolution",
                    "bijective": "--matching bm-kernel/bm-topk", "precision": "--precision", "compile": "--compile",
-                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead", "threads": "--threads"}
+                   "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead", "threads": "--threads",
+                   "zoom": "--zoom"}
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
 #: ``segment --backend`` choices.
@@ -78,6 +85,11 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
                         help="test-time adaptation: fine-tune the decoder for STEPS steps on the first annotated "
                              f"frame before propagating (default {DEFAULT_ADAPT_STEPS}, a few seconds on a CPU; "
                              "0 turns it off: faster start, less accurate; the onnxruntime backend does not adapt)")
+    parser.add_argument("--zoom", type=int, default=None, metavar="SIZE",
+                        help="small objects are also tracked in a window of their own, cut from the frame around "
+                             f"them and resized to SIZE pixels a side (default {DEFAULT_ZOOM_SIZE}; 0 turns it off; "
+                             "each small object costs one more, smaller, encoder pass per frame; the onnxruntime "
+                             "backend does not zoom)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -105,7 +117,7 @@ def check_backend_options(args: argparse.Namespace) -> None:
                                        ("--k1/--k2", args.k1 is not None or args.k2 is not None),
                                        ("--precision", args.precision != "fp32"), ("--compile", args.compile),
                                        ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1),
-                                       ("--adapt", bool(args.adapt)))
+                                       ("--adapt", bool(args.adapt)), ("--zoom", bool(args.zoom)))
                if used]
     if refused:
         raise EmvosInputError(f"{', '.join(refused)}: PyTorch backend options; leave them out with "
@@ -134,6 +146,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     import torch
 
     from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
+    from emvos.inference.zoom import zoom_settings
     from emvos.runtime import use_cudnn_autotuning
 
     use_cudnn_autotuning()
@@ -146,6 +159,11 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     steps = DEFAULT_ADAPT_STEPS if args.adapt is None else args.adapt
     if steps < 0:
         raise EmvosInputError(f"--adapt must be 0 (off) or a number of steps, got {steps}")
+    try:
+        zoom = zoom_settings(args.zoom)
+    except ValueError:
+        raise EmvosInputError(f"--zoom must be 0 (off) or a window side of at least 64 pixels, "
+                              f"got {args.zoom}") from None
     try:
         model = load_network(args.checkpoint)
         matching = args.matching
@@ -161,7 +179,8 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         return VideoPredictor(model, device=args.device, resolution=args.resolution, bijective=bijective,
                               precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
                               lookahead=getattr(args, "lookahead", 1),
-                              adapt=adapt_settings(args.checkpoint, steps))
+                              adapt=adapt_settings(args.checkpoint, steps),
+                              zoom=zoom)
     except ParameterError as error:
         raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 

@@ -47,7 +47,7 @@ from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
-from emvos.inference.zoom import Window, ZoomSettings, zoom_window
+from emvos.inference.zoom import Window, ZoomSettings, outgrown, zoom_window
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
@@ -594,22 +594,26 @@ class VideoPredictor:
         Returns:
             ``restored``, each windowed object's row the window's probability (inside the window,
             within what the objects without a window leave; 0 outside), the background what the
-            objects leave.
+            objects leave. A window whose object is no longer small closes; its object keeps the
+            frame's pass.
         """
         tracks = [(oid, track) for oid, track in state.zoom.items() if oid not in skip]
         if not tracks:
             return restored
-        size = _known(self.zoom, "zoom").size
-        queries = self._embed_windows(state, torch.stack([t.window.crop(image, size) for _, t in tracks]))
-        windowed = {state.object_ids.index(oid) for oid in state.zoom}
-        plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
+        zoom, geometry = _known(self.zoom, "zoom"), _known(state.geometry, "size")
+        queries = self._embed_windows(state, torch.stack([t.window.crop(image, zoom.size) for _, t in tracks]))
         pasted = []
         for (oid, track), query in zip(tracks, queries, strict=True):
             track.state.network = state.network
             fg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))[1]  # (S, S)
+            if outgrown(track.window, fg, zoom, geometry.work[0] / geometry.size[0]):
+                del state.zoom[oid]
+                continue
             track.state.prev = self._reference(query, fg[None])
-            pasted.append((state.object_ids.index(oid), *track.window.paste(fg, (image.shape[-2], image.shape[-1]))))
+            pasted.append((state.object_ids.index(oid), *track.window.paste(fg, geometry.size)))
             track.window.follow(fg)
+        windowed = {state.object_ids.index(oid) for oid in state.zoom}
+        plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
         restored = restored.clone()  # it may view the frame's own probabilities, which its reference keeps
         left = [1 - restored[:, rows, cols][plain].sum(dim=0).clamp_(max=1) for _, (rows, cols), _ in pasted]
         for slot in {slot for slot, _, _ in pasted}:

@@ -13,6 +13,8 @@ DEFAULT_RESOLUTION = 480
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: Default test-time adaptation steps (``--adapt``; :class:`~emvos.inference.adapt.AdaptSettings`).
 DEFAULT_ADAPT_STEPS = 40
+#: Default side in pixels of a small object's zoomed window (``--zoom``; :class:`~emvos.inference.zoom.ZoomSettings`).
+DEFAULT_ZOOM_SIZE = 320
 
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 #: The models shipped inside the package, by the name ``--checkpoint`` also accepts: ``emvos-lite``

@@ -7,7 +7,9 @@ pixels and resized to :attr:`ZoomSettings.size` pixels a side: there it is many 
 window is tracked as a video of its own (its first-frame and previous-frame references, the same
 network), and follows the object: each frame it is centred on what the window's prediction marks,
 while that keeps between a third and three times the object's first area (a window that would chase
-a leak or a vanishing object stays where it is). Its side stays the one the object was given with.
+a leak or a vanishing object stays where it is). Its side stays the one the object was given with;
+once what it marks is no longer small (:func:`outgrown`: an object coming closer, or a leak), the
+window is closed and the object is left to the frame's pass.
 
 The frame's own pass still tracks every object. Inside a window, the object's probability is the
 window's, taken only from what the frame's pass leaves to the objects without windows (a window
@@ -26,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from emvos.inference.settings import DEFAULT_ZOOM_SIZE
+
 #: Smallest window side in frame pixels (an object of a few pixels still gets some context).
 MIN_SIDE = 32
 #: The window follows the object while its marked area stays within this factor of the first one.
@@ -43,7 +47,7 @@ class ZoomSettings:
             bounding box) when it is given.
     """
 
-    size: int = 320
+    size: int = DEFAULT_ZOOM_SIZE
     context: float = 2.0
 
     def __post_init__(self) -> None:
@@ -51,6 +55,17 @@ class ZoomSettings:
             raise ValueError(f"size must be at least 64 pixels, got {self.size}")
         if self.context < 1:
             raise ValueError(f"context must be at least 1 (the object's own extent), got {self.context}")
+
+
+def zoom_settings(size: int | None = None) -> ZoomSettings | None:
+    """The zoom of a window ``size`` (``--zoom``): ``None`` the default size, 0 no zoom.
+
+    Raises:
+        ValueError: a size below 64 pixels.
+    """
+    if size == 0:
+        return None
+    return ZoomSettings() if size is None else ZoomSettings(size=size)
 
 
 @dataclass
@@ -102,6 +117,15 @@ class Window:
         cols = slice(max(left, 0), min(right, frame[1]))
         return (rows, cols), full[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
 
+    def extent(self, fg: Tensor) -> float:
+        """The longer side, in frame pixels, of the bounding box of what ``(size, size)`` foreground
+        probabilities ``fg`` of the window's crop mark (above 0.5); 0 when nothing."""
+        marked = fg > 0.5
+        rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
+        if len(rows) == 0:
+            return 0.0
+        return float(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1) * self.side / fg.shape[-1]
+
     def follow(self, fg: Tensor) -> None:
         """Centre the window on what ``(size, size)`` foreground probabilities ``fg`` of its last crop
         mark (above 0.5), unless nothing is marked or the area left :data:`AREA_RANGE` of the first."""
@@ -116,6 +140,17 @@ class Window:
         top, left = self.center[0] - self.side / 2, self.center[1] - self.side / 2
         self.center = (top + (float(rows[0] + rows[-1]) + 1) / 2 * scale,
                        left + (float(cols[0] + cols[-1]) + 1) / 2 * scale)
+
+
+def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
+    """Whether an object ``extent`` frame pixels long is small: its window (``extent`` times the
+    context) resized to the zoom's size shows it larger than the frame's pass, resized by ``work_scale``."""
+    return extent * settings.context * work_scale < settings.size
+
+
+def outgrown(window: Window, fg: Tensor, settings: ZoomSettings, work_scale: float) -> bool:
+    """Whether what the window's ``(size, size)`` foreground probabilities ``fg`` mark is no longer small."""
+    return not small(window.extent(fg), settings, work_scale)
 
 
 def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> Window | None:
@@ -136,7 +171,7 @@ def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> 
         return None
     extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     side = min(max(extent * settings.context, MIN_SIDE), min(mask.shape))
-    if side * work_scale >= settings.size:
+    if side * work_scale >= settings.size or not small(extent, settings, work_scale):
         return None
     center = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
     return Window((float(center[0]), float(center[1])), float(side), float(mask.sum()))
