@@ -85,7 +85,12 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
     assert zoom_window(np.zeros((H, W), bool), settings, work_scale=1.0) is None
     grown = torch.zeros(SIZE, SIZE)
     grown[:, 8:56] = 1  # the whole window's height: 32 frame pixels, context 2 -> 64, not small
-    assert outgrown(window, grown, settings, 1.0) and not outgrown(window, grown[:, :40] * 0, settings, 1.0)
+    in_frame = torch.zeros(H, W)
+    in_frame[10:16, 20:30] = 1  # extent 10: still small in the frame's pass
+    assert not outgrown(window, grown, in_frame, settings, 1.0)  # the window alone: a leak, it stays open
+    in_frame[5:40, 20:30] = 1  # extent 35
+    assert outgrown(window, grown, in_frame, settings, 1.0)  # both: the object came closer
+    assert not outgrown(window, torch.zeros(SIZE, SIZE), in_frame, settings, 1.0)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"size": 32}, "size must be at least 64"),

@@ -47,7 +47,7 @@ from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
-from emvos.inference.zoom import Window, ZoomSettings, outgrown, zoom_window
+from emvos.inference.zoom import DEFAULT_ZOOM, Window, ZoomSettings, outgrown, zoom_window
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
@@ -259,16 +259,18 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                        adapt: AdaptSettings | Literal["model"] | None = "model", **kwargs: Any) -> VideoPredictor:
+                        adapt: AdaptSettings | Literal["model"] | None = "model",
+                        zoom: ZoomSettings | None = DEFAULT_ZOOM, **kwargs: Any) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS), a shipped model by name (``emvos-lite``,
         ``emvos-base``), or the default shipped model (``None``).
 
-        Adapts to each video's first mask as ``emvos segment`` does: ``"model"`` with the settings
-        the model file recommends (:func:`adapt_settings`), ``None`` not at all; the other keyword
-        arguments are the constructor's.
+        Adapts to each video's first mask and zooms on small objects as ``emvos segment`` does:
+        ``adapt="model"`` with the settings the model file recommends (:func:`adapt_settings`),
+        ``None`` not at all; ``zoom=None`` for the frame's pass alone. The other keyword arguments
+        are the constructor's.
         """
         settings = adapt_settings(checkpoint) if adapt == "model" else adapt
-        return cls(load_network(checkpoint), device=device, adapt=settings, **kwargs)
+        return cls(load_network(checkpoint), device=device, adapt=settings, zoom=zoom, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None, *, probabilities: bool = False) -> VideoState:
@@ -606,11 +608,12 @@ class VideoPredictor:
         for (oid, track), query in zip(tracks, queries, strict=True):
             track.state.network = state.network
             fg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))[1]  # (S, S)
-            if outgrown(track.window, fg, zoom, geometry.work[0] / geometry.size[0]):
+            slot = state.object_ids.index(oid)
+            if outgrown(track.window, fg, restored[1 + slot], zoom, geometry.work[0] / geometry.size[0]):
                 del state.zoom[oid]
                 continue
             track.state.prev = self._reference(query, fg[None])
-            pasted.append((state.object_ids.index(oid), *track.window.paste(fg, geometry.size)))
+            pasted.append((slot, *track.window.paste(fg, geometry.size)))
             track.window.follow(fg)
         windowed = {state.object_ids.index(oid) for oid in state.zoom}
         plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]

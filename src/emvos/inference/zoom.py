@@ -8,8 +8,8 @@ window is tracked as a video of its own (its first-frame and previous-frame refe
 network), and follows the object: each frame it is centred on what the window's prediction marks,
 while that keeps between a third and three times the object's first area (a window that would chase
 a leak or a vanishing object stays where it is). Its side stays the one the object was given with;
-once what it marks is no longer small (:func:`outgrown`: an object coming closer, or a leak), the
-window is closed and the object is left to the frame's pass.
+once the object is no longer small, in the window and in the frame's pass alike (:func:`outgrown`:
+an object coming closer), the window is closed and the object is left to the frame's pass.
 
 The frame's own pass still tracks every object. Inside a window, the object's probability is the
 window's, taken only from what the frame's pass leaves to the objects without windows (a window
@@ -57,6 +57,10 @@ class ZoomSettings:
             raise ValueError(f"context must be at least 1 (the object's own extent), got {self.context}")
 
 
+#: The zoom ``emvos segment`` and :meth:`~emvos.inference.VideoPredictor.from_checkpoint` use by default.
+DEFAULT_ZOOM = ZoomSettings()
+
+
 def zoom_settings(size: int | None = None) -> ZoomSettings | None:
     """The zoom of a window ``size`` (``--zoom``): ``None`` the default size, 0 no zoom.
 
@@ -65,7 +69,7 @@ def zoom_settings(size: int | None = None) -> ZoomSettings | None:
     """
     if size == 0:
         return None
-    return ZoomSettings() if size is None else ZoomSettings(size=size)
+    return DEFAULT_ZOOM if size is None else ZoomSettings(size=size)
 
 
 @dataclass
@@ -119,12 +123,8 @@ class Window:
 
     def extent(self, fg: Tensor) -> float:
         """The longer side, in frame pixels, of the bounding box of what ``(size, size)`` foreground
-        probabilities ``fg`` of the window's crop mark (above 0.5); 0 when nothing."""
-        marked = fg > 0.5
-        rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
-        if len(rows) == 0:
-            return 0.0
-        return float(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1) * self.side / fg.shape[-1]
+        probabilities ``fg`` of the window's crop mark; 0 when nothing."""
+        return extent(fg) * self.side / fg.shape[-1]
 
     def follow(self, fg: Tensor) -> None:
         """Centre the window on what ``(size, size)`` foreground probabilities ``fg`` of its last crop
@@ -142,15 +142,27 @@ class Window:
                        left + (float(cols[0] + cols[-1]) + 1) / 2 * scale)
 
 
+def extent(probs: Tensor) -> float:
+    """The longer side in pixels of the bounding box of what ``(H, W)`` probabilities mark (above
+    0.5); 0 when nothing."""
+    marked = probs > 0.5
+    rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
+    if len(rows) == 0:
+        return 0.0
+    return float(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
 def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
     """Whether an object ``extent`` frame pixels long is small: its window (``extent`` times the
     context) resized to the zoom's size shows it larger than the frame's pass, resized by ``work_scale``."""
     return extent * settings.context * work_scale < settings.size
 
 
-def outgrown(window: Window, fg: Tensor, settings: ZoomSettings, work_scale: float) -> bool:
-    """Whether what the window's ``(size, size)`` foreground probabilities ``fg`` mark is no longer small."""
-    return not small(window.extent(fg), settings, work_scale)
+def outgrown(window: Window, fg: Tensor, frame_fg: Tensor, settings: ZoomSettings, work_scale: float) -> bool:
+    """Whether an object is no longer small: in its window (``(size, size)`` foreground probabilities
+    ``fg``) and in the frame's pass (``(H, W)`` probabilities ``frame_fg``) alike. A window alone
+    that marks something large has leaked onto its surroundings: it stays open."""
+    return not small(window.extent(fg), settings, work_scale) and not small(extent(frame_fg), settings, work_scale)
 
 
 def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> Window | None:
@@ -169,9 +181,9 @@ def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> 
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if len(rows) == 0:
         return None
-    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    side = min(max(extent * settings.context, MIN_SIDE), min(mask.shape))
-    if side * work_scale >= settings.size or not small(extent, settings, work_scale):
+    length = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    side = min(max(length * settings.context, MIN_SIDE), min(mask.shape))
+    if side * work_scale >= settings.size or not small(length, settings, work_scale):
         return None
     center = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
     return Window((float(center[0]), float(center[1])), float(side), float(mask.sum()))
