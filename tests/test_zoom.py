@@ -73,14 +73,17 @@ def test_a_window_follows_what_it_marks_unless_the_area_leaves_its_range() -> No
 
 
 def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> None:
-    settings = ZoomSettings(size=SIZE, context=2.0)
+    settings = ZoomSettings(size=SIZE, context=2.0, small=24)
     mask = np.zeros((H, W), bool)
     mask[10:16, 20:30] = True  # extent 10: a window of 20 -> MIN_SIDE, shown 2x in 64 pixels
     window = zoom_window(mask, settings, work_scale=1.0)
     assert window is not None and window.side == MIN_SIDE and window.center == (13.0, 25.0) and window.area == 60
-    assert zoom_window(mask, settings, work_scale=4.0) is None  # the frame's pass already shows it larger
+    assert zoom_window(mask, settings, work_scale=3.0) is None  # 30 pixels in the frame's pass: not small
+    # Small (22 pixels in the frame's pass), but its window (32 frame pixels, 70 in the frame's pass) would
+    # show it no larger in 64 pixels than the frame's pass does:
+    assert zoom_window(mask, settings, work_scale=2.2) is None
     large = np.zeros((H, W), bool)
-    large[5:45, 10:50] = True  # extent 40: a window of 80 shows it no larger than the frame does
+    large[5:45, 10:50] = True  # extent 40
     assert zoom_window(large, settings, work_scale=1.0) is None
     assert zoom_window(np.zeros((H, W), bool), settings, work_scale=1.0) is None
     grown = torch.zeros(SIZE, SIZE)
@@ -94,7 +97,8 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"size": 32}, "size must be at least 64"),
-                                                 ({"context": 0.5}, "context must be at least 1")])
+                                                 ({"context": 0.5}, "context must be at least 1"),
+                                                 ({"small": 0}, "small must be at least 1 pixel")])
 def test_zoom_settings_check_their_values(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ZoomSettings(**kwargs)  # type: ignore[arg-type]
@@ -138,7 +142,7 @@ def test_a_zoomed_object_is_what_its_window_marks_pasted_back(network: EMVOS, mo
 
 
 def test_large_objects_and_closed_windows_keep_the_frames_pass(network: EMVOS, monkeypatch: pytest.MonkeyPatch) -> None:
-    zoomed = VideoPredictor(network, device="cpu", resolution=0, zoom=ZoomSettings(size=SIZE))
+    zoomed = VideoPredictor(network, device="cpu", resolution=0, zoom=ZoomSettings(size=SIZE, small=24))
     plain = VideoPredictor(network, device="cpu", resolution=0)
     frames = _frames(4, seed=2)
     first = _boxes({1: (4, 44, 4, 44), 2: (20, 26, 56, 62)})

@@ -106,8 +106,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def check_backend_options(args: argparse.Namespace) -> None:
     """Refuse, before any work, what ``--backend onnxruntime`` cannot do: the PyTorch backend's options
     that change its computation, ``--onnx`` with ``--checkpoint``, or onnxruntime not installed; and
-    ``--onnx`` without it. The exported network runs as it is: no test-time adaptation (``--adapt``'s
-    default does not apply; its masks are those of the PyTorch backend with ``--adapt 0``)."""
+    ``--onnx`` without it. The exported network runs as it is: no test-time adaptation and no zoomed
+    windows (the defaults of ``--adapt`` and ``--zoom`` do not apply; its masks are those of the
+    PyTorch backend with ``--adapt 0 --zoom 0``)."""
     if args.backend != "onnxruntime":
         if args.onnx is not None:
             raise EmvosInputError("--onnx DIR is run by --backend onnxruntime; add it, or leave --onnx out")

@@ -14,9 +14,10 @@ an object coming closer), the window is closed and the object is left to the fra
 The frame's own pass still tracks every object. Inside a window, the object's probability is the
 window's, taken only from what the frame's pass leaves to the objects without windows (a window
 tracks one object, so it may mark a look-alike neighbour: the neighbour's own pass keeps it);
-outside, it is 0. An object gets a window when the window, resized, shows it larger than the frame's
-pass does (:func:`zoom_window`): the cost is then one encoder pass of ``size`` pixels a side per
-small object and frame, and nothing for videos of large objects.
+outside, it is 0. An object is small when its longer side spans fewer than
+:attr:`ZoomSettings.small` pixels of the frame's pass (six of the network's cells at 96), whatever
+the frame's size: each costs one encoder pass of ``size`` pixels a side per frame, and videos of
+large objects cost nothing more.
 """
 
 from __future__ import annotations
@@ -45,16 +46,21 @@ class ZoomSettings:
             stride): the larger, the more a small object is magnified, and the more each window costs.
         context: the window's side as a multiple of the object's extent (the longer side of its
             bounding box) when it is given.
+        small: objects whose extent is under this many pixels at the working resolution (the frame
+            pass's) are small.
     """
 
     size: int = DEFAULT_ZOOM_SIZE
-    context: float = 2.0
+    context: float = 1.5
+    small: int = 96
 
     def __post_init__(self) -> None:
         if self.size < 64:
             raise ValueError(f"size must be at least 64 pixels, got {self.size}")
         if self.context < 1:
             raise ValueError(f"context must be at least 1 (the object's own extent), got {self.context}")
+        if self.small < 1:
+            raise ValueError(f"small must be at least 1 pixel, got {self.small}")
 
 
 #: The zoom ``emvos segment`` and :meth:`~emvos.inference.VideoPredictor.from_checkpoint` use by default.
@@ -153,9 +159,9 @@ def extent(probs: Tensor) -> float:
 
 
 def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
-    """Whether an object ``extent`` frame pixels long is small: its window (``extent`` times the
-    context) resized to the zoom's size shows it larger than the frame's pass, resized by ``work_scale``."""
-    return extent * settings.context * work_scale < settings.size
+    """Whether an object ``extent`` frame pixels long is small in the frame's pass, which resizes
+    frames by ``work_scale``."""
+    return extent * work_scale < settings.small
 
 
 def outgrown(window: Window, fg: Tensor, frame_fg: Tensor, settings: ZoomSettings, work_scale: float) -> bool:
@@ -174,9 +180,9 @@ def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> 
         work_scale: the frame pass's resize factor (working size / frame size).
 
     Returns:
-        A window when, resized to :attr:`ZoomSettings.size`, it shows the object larger than the
-        frame's pass (its side times ``work_scale`` is under ``size``); ``None`` otherwise or when
-        ``mask`` is empty.
+        A window when the object is small (:func:`small`) and the window, resized to
+        :attr:`ZoomSettings.size`, shows it larger than the frame's pass; ``None`` otherwise or
+        when ``mask`` is empty.
     """
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if len(rows) == 0:
