@@ -25,7 +25,7 @@ import torch
 from emvos.eval.benchmark import segment_sequence
 from emvos.eval.davis import evaluate_results, format_report, write_reports
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
-from emvos.inference.zoom import zoom_settings
+from emvos.inference.zoom import parse_zoom
 
 
 def main() -> None:
@@ -37,14 +37,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=480)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--zoom", type=int, default=None,
-                        help="window side of small objects (0: off; default: emvos segment's)")
+    parser.add_argument("--zoom", default="{}",
+                        help="zoomed windows of small objects: 0 for none, or ZoomSettings fields as JSON over "
+                             "emvos segment's (default {}: the same)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, overrides=json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings, zoom=zoom_settings(args.zoom))
+                               adapt=settings, zoom=parse_zoom(args.zoom))
     sequences = args.sequences.split(",")
     timings = []
     for name in sequences:

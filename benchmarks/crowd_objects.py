@@ -25,7 +25,7 @@ import torch
 
 from emvos.eval.benchmark import segment_sequence
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
-from emvos.inference.zoom import zoom_settings
+from emvos.inference.zoom import parse_zoom
 from emvos.io import natural_sort_key
 from emvos.io.masks import read_label_png
 
@@ -51,13 +51,14 @@ def main() -> None:
     parser.add_argument("--frames", default="4,25,50,99", help="frames to count at (comma-separated)")
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--zoom", type=int, default=None,
-                        help="window side of small objects (0: off; default: emvos segment's)")
+    parser.add_argument("--zoom", default="{}",
+                        help="zoomed windows of small objects: 0 for none, or ZoomSettings fields as JSON over "
+                             "emvos segment's (default {}: the same)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, args.adapt)
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings, zoom=zoom_settings(args.zoom))
+                               adapt=settings, zoom=parse_zoom(args.zoom))
     report = {"settings": vars(args) | {"root": str(args.root), "out": str(args.out),
                                          "checkpoint": str(args.checkpoint)}, "sequences": {}}
     names = (args.root / "ImageSets" / "2017" / "val.txt").read_text().split()

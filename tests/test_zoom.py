@@ -9,7 +9,16 @@ import torch
 
 from emvos.inference import predictor as predictor_module
 from emvos.inference.predictor import VideoPredictor, VideoState
-from emvos.inference.zoom import MIN_SIDE, Window, ZoomSettings, outgrown, zoom_window
+from emvos.inference.zoom import (
+    DEFAULT_ZOOM,
+    MIN_SIDE,
+    Window,
+    ZoomSettings,
+    outgrown,
+    parse_zoom,
+    zoom_settings,
+    zoom_window,
+)
 from emvos.model.config import ModelConfig
 from emvos.model.network import EMVOS
 
@@ -102,6 +111,16 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
 def test_zoom_settings_check_their_values(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ZoomSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_zoom_settings_from_the_command_line() -> None:
+    assert zoom_settings(None) is DEFAULT_ZOOM and zoom_settings(0) is None and zoom_settings(384) == ZoomSettings(384)
+    assert parse_zoom("0") is None and parse_zoom("{}") == DEFAULT_ZOOM
+    assert parse_zoom('{"context": 2, "small": 64}') == ZoomSettings(context=2, small=64)
+    with pytest.raises(ValueError, match="name sise, which this emvos does not know"):
+        parse_zoom('{"sise": 3}')
+    with pytest.raises(ValueError, match="must be 0 or a JSON object"):
+        parse_zoom("320")
 
 
 # -- the predictor ------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ large objects cost nothing more.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +78,24 @@ def zoom_settings(size: int | None = None) -> ZoomSettings | None:
     if size == 0:
         return None
     return DEFAULT_ZOOM if size is None else ZoomSettings(size=size)
+
+
+def parse_zoom(text: str) -> ZoomSettings | None:
+    """Zoom settings as a benchmark's command line gives them: ``0`` for none, or a JSON object of
+    :class:`ZoomSettings` fields over the defaults (``{}``: the defaults).
+
+    Raises:
+        ValueError: not JSON, a field :class:`ZoomSettings` does not have, or a value out of range.
+    """
+    if text.strip() == "0":
+        return None
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError(f"zoom settings must be 0 or a JSON object, got {text!r}")
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ZoomSettings)})
+    if unknown:
+        raise ValueError(f"zoom settings name {', '.join(unknown)}, which this emvos does not know")
+    return dataclasses.replace(DEFAULT_ZOOM, **fields)
 
 
 @dataclass
