@@ -570,8 +570,8 @@ class VideoPredictor:
                 continue
             mask = window.crop((given_full == oid)[None].float(), zoom.size, mode="nearest")[0] * oid
             query = self._embed_windows(state, window.crop(image, zoom.size)[None])[0]
-            side = zoom.size
-            track = VideoState(geometry=Geometry((side, side), (side, side), (0, 0, 0, 0)))
+            size = (zoom.size, zoom.size)
+            track = VideoState(geometry=Geometry(size, size, (0, 0, 0, 0)))
             one_hot = self._add_given(track, query, mask, [oid], None)
             track.prev = self._reference(query, one_hot[:, 1])
             state.zoom[oid] = _ZoomTrack(window, track)
@@ -617,7 +617,6 @@ class VideoPredictor:
             track.window.follow(fg)
         windowed = {state.object_ids.index(oid) for oid in state.zoom}
         plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
-        restored = restored.clone()  # it may view the frame's own probabilities, which its reference keeps
         left = [1 - restored[:, rows, cols][plain].sum(dim=0).clamp_(max=1) for _, (rows, cols), _ in pasted]
         for slot in {slot for slot, _, _ in pasted}:
             restored[1 + slot] = 0
@@ -666,6 +665,8 @@ class VideoPredictor:
         lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
         restored = geometry.restore(agg[None])[0]
         if image is not None:
+            if restored.untyped_storage().data_ptr() == agg.untyped_storage().data_ptr():
+                restored = restored.clone()  # a view of the frame's probabilities, which its reference keeps
             restored = self._zoom(state, image, restored, skip)
         labels = lut[restored.max(dim=0).indices]
         if state.probabilities is not None:
