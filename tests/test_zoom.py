@@ -81,24 +81,6 @@ def test_a_window_follows_what_it_marks_unless_the_area_leaves_its_range() -> No
     assert window.center == (32.0, 48.0)
 
 
-def test_a_growing_window_follows_the_extent_by_a_bounded_factor() -> None:
-    settings = ZoomSettings(size=SIZE, context=2.0, grow=1.25)
-    window = Window((24.0, 40.0), 32.0, 128.0)  # 1 crop pixel = 0.5 frame pixel
-    fg = torch.zeros(SIZE, SIZE)
-    fg[16:48, 16:48] = 1  # 16 frame pixels: context 2 wants 32, the side it has
-    window.follow(fg, settings)
-    assert window.side == 32.0 and window.area == 256.0  # the area followed is now the last one
-    fg[:] = 0
-    fg[6:58, 6:58] = 1  # 26 pixels (area 676, within 3 x 256): wants 52, grows by 1.25 at most
-    window.follow(fg, settings)
-    assert window.side == 40.0
-    window.follow(torch.ones(SIZE, SIZE), settings, max_side=44.0)  # 32 pixels: wants 64, capped at 44
-    assert window.side == 44.0
-    fixed = Window((24.0, 40.0), 32.0, 400.0)
-    fixed.follow(fg, ZoomSettings(size=SIZE, context=2.0))  # grow 1 (the default): the side stays
-    assert fixed.side == 32.0 and fixed.area == 400.0
-
-
 def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> None:
     settings = ZoomSettings(size=SIZE, context=2.0, small=24)
     mask = np.zeros((H, W), bool)

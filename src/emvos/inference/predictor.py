@@ -377,8 +377,7 @@ class VideoPredictor:
             labels_map = torch.from_numpy(labels).to(self.device)[None].float()
             for oid, track in state.zoom.items():
                 window_fg = (labels_map == oid).float()
-                track.window.follow(track.window.crop(window_fg, size, mode="nearest")[0],  # centred on the labels
-                                    self.zoom, self._max_side(state))
+                track.window.follow(track.window.crop(window_fg, size, mode="nearest")[0])  # centred on the labels
                 crop = track.window.crop(pixels, size)[None]
                 track.state.prev = self._reference(self._embed_windows(state, crop)[0],
                                                    track.window.crop(window_fg, size, mode="nearest"))
@@ -577,11 +576,6 @@ class VideoPredictor:
             track.prev = self._reference(query, one_hot[:, 1])
             state.zoom[oid] = _ZoomTrack(window, track)
 
-    def _max_side(self, state: VideoState) -> float:
-        """The side in frame pixels of the window of an object just under the small limit."""
-        zoom, geometry = _known(self.zoom, "zoom"), _known(state.geometry, "size")
-        return min(zoom.small * zoom.context * geometry.size[0] / geometry.work[0], *geometry.size)
-
     def _embed_windows(self, state: VideoState, crops: Tensor) -> list[FrameEmbedding]:
         """Embed ``(K, 3, S, S)`` windows (float in ``[0, 1]``, ``S`` a multiple of the stride) as one batch."""
         with self._autocast():
@@ -620,7 +614,7 @@ class VideoPredictor:
                 continue
             track.state.prev = self._reference(query, fg[None])
             pasted.append((slot, *track.window.paste(fg, geometry.size)))
-            track.window.follow(fg, zoom, self._max_side(state))
+            track.window.follow(fg)
         windowed = {state.object_ids.index(oid) for oid in state.zoom}
         plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
         left = [1 - restored[:, rows, cols][plain].sum(dim=0).clamp_(max=1) for _, (rows, cols), _ in pasted]

@@ -50,14 +50,11 @@ class ZoomSettings:
             bounding box) when it is given.
         small: objects whose extent is under this many pixels at the working resolution (the frame
             pass's) are small.
-        grow: 1 keeps each window's side; above 1, the side follows the object's extent by at most
-            this factor per frame (up to the window of an object just under ``small``).
     """
 
     size: int = DEFAULT_ZOOM_SIZE
     context: float = 1.5
     small: int = 96
-    grow: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < 64:
@@ -155,28 +152,20 @@ class Window:
         probabilities ``fg`` of the window's crop mark; 0 when nothing."""
         return extent(fg) * self.side / fg.shape[-1]
 
-    def follow(self, fg: Tensor, settings: ZoomSettings | None = None, max_side: float = float("inf")) -> None:
+    def follow(self, fg: Tensor) -> None:
         """Centre the window on what ``(size, size)`` foreground probabilities ``fg`` of its last crop
-        mark (above 0.5), unless nothing is marked or the area left :data:`AREA_RANGE` of the first.
-
-        With ``settings.grow`` above 1, the area it compares with is the last one followed, and the
-        side moves towards ``settings.context`` times what is marked, by at most that factor, within
-        :data:`MIN_SIDE` and ``max_side``."""
+        mark (above 0.5), unless nothing is marked or the area left :data:`AREA_RANGE` of the first."""
         marked = fg > 0.5
         size = fg.shape[-1]
-        scale = self.side / size
-        area = float(marked.sum()) * scale ** 2
+        area = float(marked.sum()) * (self.side / size) ** 2
         if not self.area / AREA_RANGE < area < self.area * AREA_RANGE:
             return
         rows = torch.nonzero(marked.any(dim=1)).flatten()
         cols = torch.nonzero(marked.any(dim=0)).flatten()
+        scale = self.side / size
         top, left = self.center[0] - self.side / 2, self.center[1] - self.side / 2
         self.center = (top + (float(rows[0] + rows[-1]) + 1) / 2 * scale,
                        left + (float(cols[0] + cols[-1]) + 1) / 2 * scale)
-        if settings is not None and settings.grow > 1:
-            wanted = extent(fg) * scale * settings.context
-            side = min(max(wanted, self.side / settings.grow), self.side * settings.grow)
-            self.side, self.area = min(max(side, MIN_SIDE), max(max_side, MIN_SIDE)), area
 
 
 def extent(probs: Tensor) -> float:
