@@ -15,7 +15,7 @@ The frame's own pass still tracks every object. Inside a window, the object's pr
 window's, taken only from what the frame's pass leaves to the objects without windows (a window
 tracks one object, so it may mark a look-alike neighbour: the neighbour's own pass keeps it);
 outside, it is 0. An object is small when its longer side spans fewer than
-:attr:`ZoomSettings.small` pixels of the frame's pass (six of the network's cells at 96), whatever
+:attr:`ZoomSettings.small` pixels of the frame's pass (eight of the network's cells at 128), whatever
 the frame's size: each costs one encoder pass of ``size`` pixels a side per frame, and videos of
 large objects cost nothing more.
 """
@@ -54,7 +54,7 @@ class ZoomSettings:
 
     size: int = DEFAULT_ZOOM_SIZE
     context: float = 1.5
-    small: int = 96
+    small: int = 128
 
     def __post_init__(self) -> None:
         if self.size < 64:
