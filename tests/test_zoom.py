@@ -95,14 +95,14 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
     large[5:45, 10:50] = True  # extent 40
     assert zoom_window(large, settings, work_scale=1.0) is None
     assert zoom_window(np.zeros((H, W), bool), settings, work_scale=1.0) is None
-    grown = torch.zeros(SIZE, SIZE)
-    grown[:, 8:56] = 1  # the whole window's height: 32 frame pixels, context 2 -> 64, not small
+    full = torch.zeros(SIZE, SIZE)
+    full[:, 4:60] = 1  # 32 frame pixels: the whole window's height
     in_frame = torch.zeros(H, W)
-    in_frame[10:16, 20:30] = 1  # extent 10: still small in the frame's pass
-    assert not outgrown(window, grown, in_frame, settings, 1.0)  # the window alone: a leak, it stays open
-    in_frame[5:40, 20:30] = 1  # extent 35
-    assert outgrown(window, grown, in_frame, settings, 1.0)  # both: the object came closer
-    assert not outgrown(window, torch.zeros(SIZE, SIZE), in_frame, settings, 1.0)
+    in_frame[10:26, 20:30] = 1  # 16 pixels in the frame's pass: inside the window
+    assert not outgrown(window, full, in_frame)  # the window alone: a leak, it stays open
+    in_frame[5:45, 20:30] = 1  # 40 pixels: larger than the window
+    assert outgrown(window, full, in_frame)  # the object came closer
+    assert not outgrown(window, full[:, :40] * 0, in_frame)  # nothing in the window: not full
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"size": 32}, "size must be at least 64"),
@@ -169,7 +169,7 @@ def test_large_objects_and_closed_windows_keep_the_frames_pass(network: EMVOS, m
     zoomed.step(state, frames[0], first)
     plain.step(reference, frames[0], first)
     assert list(state.zoom) == [2]  # the large object has no window
-    monkeypatch.setattr(predictor_module, "outgrown", lambda *args: True)  # object 2 no longer small
+    monkeypatch.setattr(predictor_module, "outgrown", lambda *args: True)  # object 2 outgrew its window
     for frame in frames[1:]:
         np.testing.assert_array_equal(zoomed.step(state, frame).labels, plain.step(reference, frame).labels)
     assert not state.zoom

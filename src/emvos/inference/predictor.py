@@ -596,8 +596,7 @@ class VideoPredictor:
         Returns:
             ``restored``, each windowed object's row the window's probability (inside the window,
             within what the objects without a window leave; 0 outside), the background what the
-            objects leave. A window whose object is no longer small closes; its object keeps the
-            frame's pass.
+            objects leave. A window its object has outgrown closes; the object keeps the frame's pass.
         """
         tracks = [(oid, track) for oid, track in state.zoom.items() if oid not in skip]
         if not tracks:
@@ -609,7 +608,7 @@ class VideoPredictor:
             track.state.network = state.network
             fg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))[1]  # (S, S)
             slot = state.object_ids.index(oid)
-            if outgrown(track.window, fg, restored[1 + slot], zoom, geometry.work[0] / geometry.size[0]):
+            if outgrown(track.window, fg, restored[1 + slot]):
                 del state.zoom[oid]
                 continue
             track.state.prev = self._reference(query, fg[None])

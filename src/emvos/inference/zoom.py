@@ -8,8 +8,9 @@ window is tracked as a video of its own (its first-frame and previous-frame refe
 network), and follows the object: each frame it is centred on what the window's prediction marks,
 while that keeps between a third and three times the object's first area (a window that would chase
 a leak or a vanishing object stays where it is). Its side stays the one the object was given with;
-once the object is no longer small, in the window and in the frame's pass alike (:func:`outgrown`:
-an object coming closer), the window is closed and the object is left to the frame's pass.
+once the object fills its window and the frame's pass sees it larger than the window
+(:func:`outgrown`: an object coming closer), the window is closed and the object is left to the
+frame's pass.
 
 The frame's own pass still tracks every object. Inside a window, the object's probability is the
 window's, taken only from what the frame's pass leaves to the objects without windows (a window
@@ -37,6 +38,8 @@ from emvos.inference.settings import DEFAULT_ZOOM_SIZE
 MIN_SIDE = 32
 #: The window follows the object while its marked area stays within this factor of the first one.
 AREA_RANGE = 3.0
+#: A window is full when what it marks spans this share of its side.
+FULL = 0.9
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,12 @@ def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
     return extent * work_scale < settings.small
 
 
-def outgrown(window: Window, fg: Tensor, frame_fg: Tensor, settings: ZoomSettings, work_scale: float) -> bool:
-    """Whether an object is no longer small: in its window (``(size, size)`` foreground probabilities
-    ``fg``) and in the frame's pass (``(H, W)`` probabilities ``frame_fg``) alike. A window alone
-    that marks something large has leaked onto its surroundings: it stays open."""
-    return not small(window.extent(fg), settings, work_scale) and not small(extent(frame_fg), settings, work_scale)
+def outgrown(window: Window, fg: Tensor, frame_fg: Tensor) -> bool:
+    """Whether an object has outgrown its window: what the window marks (``(size, size)`` foreground
+    probabilities ``fg``) spans :data:`FULL` of its side, and the frame's pass (``(H, W)``
+    probabilities ``frame_fg``) marks the object larger than the window. A window alone that marks
+    something large has leaked onto its surroundings: it stays open."""
+    return window.extent(fg) >= FULL * window.side and extent(frame_fg) > window.side
 
 
 def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> Window | None:
