@@ -19,7 +19,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emvos.inference.aggregate import aggregate
-from emvos.inference.settings import DEFAULT_ADAPT_STEPS
+from emvos.inference.settings import DEFAULT_ADAPT_STEPS, check_setting_names
 from emvos.model.encoders.base import Features
 from emvos.model.matching import downsample_mask
 from emvos.model.network import EMVOS, Reference
@@ -93,9 +93,7 @@ class AdaptSettings:
     def from_dict(cls, data: dict[str, Any]) -> AdaptSettings:
         """Settings from plain data (a model file's ``adapt`` entry, JSON): lists become tuples; fields
         not given keep their defaults; an unknown name is a :class:`ValueError` naming it."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"adaptation settings name {', '.join(unknown)}, which this emvos does not know")
+        check_setting_names(cls, data, "adaptation")
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 

@@ -373,14 +373,14 @@ class VideoPredictor:
         state.prev = Reference(self._kept_keys(query), prev_mask.flatten(2)[None])
         state.graph = None
         if state.zoom:
-            pixels, size = self._pixels(frame), _known(self.zoom, "zoom").size
+            size = _known(self.zoom, "zoom").size
             labels_map = torch.from_numpy(labels).to(self.device)[None].float()
+            fgs = {oid: (labels_map == oid).float() for oid in state.zoom}
             for oid, track in state.zoom.items():
-                window_fg = (labels_map == oid).float()
-                track.window.follow(track.window.crop(window_fg, size, mode="nearest")[0])  # centred on the labels
-                crop = track.window.crop(pixels, size)[None]
-                track.state.prev = self._reference(self._embed_windows(state, crop)[0],
-                                                   track.window.crop(window_fg, size, mode="nearest"))
+                track.window.follow(track.window.crop(fgs[oid], size, mode="nearest")[0])  # centred on the labels
+            queries = self._embed_windows(state, self._pixels(frame), [t.window for t in state.zoom.values()])
+            for (oid, track), query in zip(state.zoom.items(), queries, strict=True):
+                track.state.prev = self._reference(query, track.window.crop(fgs[oid], size, mode="nearest"))
 
     @torch.inference_mode()
     def step_many(self, state: VideoState, images: Sequence[ImageLike],
@@ -549,15 +549,16 @@ class VideoPredictor:
         return labels
 
     def _pixels(self, frame: np.ndarray) -> Tensor:
-        """``(H, W, 3) uint8`` frame -> ``(3, H, W)`` float in ``[0, 1]`` on the device."""
-        return torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255)
+        """``(H, W, 3) uint8`` frame -> ``(3, H, W) uint8`` on the device (a view: windows convert
+        only their own pixels)."""
+        return torch.from_numpy(frame).to(self.device).permute(2, 0, 1)
 
     def _give_windows(self, state: VideoState, image: Tensor, given: np.ndarray, given_full: Tensor,
                       given_ids: list[int]) -> None:
         """Give each small object of a given mask its window (replacing any it had); large ones lose theirs.
 
         Args:
-            image: the ``(3, H, W)`` frame.
+            image: the ``(3, H, W) uint8`` frame.
             given, given_full: its ``(H, W)`` object ids, as an array and on the device.
             given_ids: the ids in ``given``.
         """
@@ -569,26 +570,29 @@ class VideoPredictor:
                 state.zoom.pop(oid, None)
                 continue
             mask = window.crop((given_full == oid)[None].float(), zoom.size, mode="nearest")[0] * oid
-            query = self._embed_windows(state, window.crop(image, zoom.size)[None])[0]
+            query = self._embed_windows(state, image, [window])[0]
             size = (zoom.size, zoom.size)
             track = VideoState(geometry=Geometry(size, size, (0, 0, 0, 0)))
             one_hot = self._add_given(track, query, mask, [oid], None)
             track.prev = self._reference(query, one_hot[:, 1])
             state.zoom[oid] = _ZoomTrack(window, track)
 
-    def _embed_windows(self, state: VideoState, crops: Tensor) -> list[FrameEmbedding]:
-        """Embed ``(K, 3, S, S)`` windows (float in ``[0, 1]``, ``S`` a multiple of the stride) as one batch."""
+    def _embed_windows(self, state: VideoState, image: Tensor, windows: Sequence[Window]) -> list[FrameEmbedding]:
+        """Cut ``windows`` from the ``(3, H, W) uint8`` frame ``image``, resized to the zoom's size,
+        and embed them as one batch."""
+        size = _known(self.zoom, "zoom").size
+        crops = torch.stack([window.crop(image, size) for window in windows]).div_(255)  # (K, 3, S, S)
         with self._autocast():
             batch = (state.network or self.model).embed(crops.contiguous(memory_format=self.memory_format))
         s16, s8, s4 = batch.shared
         return [FrameEmbedding((s16[i:i + 1], s8[i:i + 1], s4[i:i + 1]), {b: k[i:i + 1] for b, k in batch.keys.items()},
-                               batch.grid) for i in range(len(crops))]
+                               batch.grid) for i in range(len(windows))]
 
     def _zoom(self, state: VideoState, image: Tensor, restored: Tensor, skip: Sequence[int]) -> Tensor:
         """Track the small objects in their windows and merge them into the frame's probabilities.
 
         Args:
-            image: the ``(3, H, W)`` frame.
+            image: the ``(3, H, W) uint8`` frame.
             restored: ``(O + 1, H, W)`` background and object probabilities of the frame's pass
                 (changed in place).
             skip: objects given at this frame (their windows start here).
@@ -601,8 +605,8 @@ class VideoPredictor:
         tracks = [(oid, track) for oid, track in state.zoom.items() if oid not in skip]
         if not tracks:
             return restored
-        zoom, geometry = _known(self.zoom, "zoom"), _known(state.geometry, "size")
-        queries = self._embed_windows(state, torch.stack([t.window.crop(image, zoom.size) for _, t in tracks]))
+        geometry = _known(state.geometry, "size")
+        queries = self._embed_windows(state, image, [track.window for _, track in tracks])
         pasted = []
         for (oid, track), query in zip(tracks, queries, strict=True):
             track.state.network = state.network
@@ -655,7 +659,7 @@ class VideoPredictor:
                 skip: Sequence[int] = ()) -> tuple[Tensor, Reference]:
         """``(O, 2, H'', W'')`` probabilities -> ``(H, W) uint8`` labels on the device and the frame's reference.
 
-        With the ``(3, H, W)`` frame ``image``, the small objects' windows (except those of objects in
+        With the ``(3, H, W) uint8`` frame ``image``, the small objects' windows (except those of objects in
         ``skip``) track them and take part in the labels (:meth:`_zoom`); the frame's reference keeps
         the frame's pass alone.
         """
@@ -664,7 +668,7 @@ class VideoPredictor:
         lut, geometry = _known(state.lut, "objects"), _known(state.geometry, "size")
         restored = geometry.restore(agg[None])[0]
         if image is not None:
-            if restored.untyped_storage().data_ptr() == agg.untyped_storage().data_ptr():
+            if not geometry.resized:
                 restored = restored.clone()  # a view of the frame's probabilities, which its reference keeps
             restored = self._zoom(state, image, restored, skip)
         labels = lut[restored.max(dim=0).indices]

@@ -3,6 +3,8 @@
 Free of PyTorch, so that ``emvos segment --help`` and the checks of its inputs answer at once.
 """
 
+import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 from emvos.errors import EmvosInputError
@@ -49,3 +51,14 @@ def check_checkpoint(checkpoint: str | Path | None) -> None:
     if not path.is_file():
         raise EmvosInputError(f"{path}: checkpoint not found; pass an existing checkpoint file or a shipped model "
                               f"({', '.join(SHIPPED_MODELS)})")
+
+
+def check_setting_names(settings: type, names: Iterable[str], what: str) -> None:
+    """Refuse setting names the dataclass ``settings`` does not have (plain data: a model file, JSON).
+
+    Raises:
+        ValueError: naming the unknown ones, as ``"<what> settings name ..."``.
+    """
+    unknown = sorted(set(names) - {f.name for f in dataclasses.fields(settings)})
+    if unknown:
+        raise ValueError(f"{what} settings name {', '.join(unknown)}, which this emvos does not know")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emvos.inference.settings import DEFAULT_ZOOM_SIZE
+from emvos.inference.settings import DEFAULT_ZOOM_SIZE, check_setting_names
 
 #: Smallest window side in frame pixels (an object of a few pixels still gets some context).
 MIN_SIDE = 32
@@ -95,9 +95,7 @@ def parse_zoom(text: str) -> ZoomSettings | None:
     fields = json.loads(text)
     if not isinstance(fields, dict):
         raise ValueError(f"zoom settings must be 0 or a JSON object, got {text!r}")
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ZoomSettings)})
-    if unknown:
-        raise ValueError(f"zoom settings name {', '.join(unknown)}, which this emvos does not know")
+    check_setting_names(ZoomSettings, fields, "zoom")
     return dataclasses.replace(DEFAULT_ZOOM, **fields)
 
 
@@ -122,12 +120,13 @@ class Window:
         return top, left, top + side, left + side
 
     def crop(self, image: Tensor, size: int, mode: str = "bilinear") -> Tensor:
-        """The window of ``(C, H, W)`` float ``image`` resized to ``(C, size, size)``; the frame's
-        border pixels repeat where the window reaches outside it (``mode``: ``bilinear``, antialiased
-        when shrinking, or ``nearest`` for masks)."""
+        """The window of ``(C, H, W)`` ``image`` resized to ``(C, size, size)`` float (the values
+        as they are: a ``uint8`` image's stay in 0..255); the frame's border pixels repeat where the
+        window reaches outside it (``mode``: ``bilinear``, antialiased when shrinking, or ``nearest``
+        for masks). Only the window's pixels are converted."""
         top, left, bottom, right = self.box()
         height, width = image.shape[-2:]
-        inside = image[:, max(top, 0):min(bottom, height), max(left, 0):min(right, width)]
+        inside = image[:, max(top, 0):min(bottom, height), max(left, 0):min(right, width)].float()
         pad = (max(-left, 0), max(right - width, 0), max(-top, 0), max(bottom - height, 0))
         if any(pad):
             inside = F.pad(inside[None], pad, mode="replicate")[0]
@@ -158,27 +157,34 @@ class Window:
     def follow(self, fg: Tensor) -> None:
         """Centre the window on what ``(size, size)`` foreground probabilities ``fg`` of its last crop
         mark (above 0.5), unless nothing is marked or the area left :data:`AREA_RANGE` of the first."""
-        marked = fg > 0.5
-        size = fg.shape[-1]
-        area = float(marked.sum()) * (self.side / size) ** 2
-        if not self.area / AREA_RANGE < area < self.area * AREA_RANGE:
+        scale = self.side / fg.shape[-1]
+        area = float((fg > 0.5).sum()) * scale ** 2
+        bounds = _bounds(fg)
+        if bounds is None or not self.area / AREA_RANGE < area < self.area * AREA_RANGE:
             return
-        rows = torch.nonzero(marked.any(dim=1)).flatten()
-        cols = torch.nonzero(marked.any(dim=0)).flatten()
-        scale = self.side / size
-        top, left = self.center[0] - self.side / 2, self.center[1] - self.side / 2
-        self.center = (top + (float(rows[0] + rows[-1]) + 1) / 2 * scale,
-                       left + (float(cols[0] + cols[-1]) + 1) / 2 * scale)
+        top, left, bottom, right = bounds
+        corner = (self.center[0] - self.side / 2, self.center[1] - self.side / 2)
+        self.center = (corner[0] + (top + bottom) / 2 * scale, corner[1] + (left + right) / 2 * scale)
+
+
+def _bounds(probs: Tensor) -> tuple[int, int, int, int] | None:
+    """``(top, left, bottom, right)`` (bottom and right exclusive) of what ``(H, W)`` probabilities
+    mark (above 0.5); ``None`` when nothing."""
+    marked = probs > 0.5
+    rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
+    if len(rows) == 0:
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def extent(probs: Tensor) -> float:
     """The longer side in pixels of the bounding box of what ``(H, W)`` probabilities mark (above
     0.5); 0 when nothing."""
-    marked = probs > 0.5
-    rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
-    if len(rows) == 0:
+    bounds = _bounds(probs)
+    if bounds is None:
         return 0.0
-    return float(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+    top, left, bottom, right = bounds
+    return float(max(bottom - top, right - left))
 
 
 def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
