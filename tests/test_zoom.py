@@ -14,6 +14,7 @@ from emvos.inference.zoom import (
     MIN_SIDE,
     Window,
     ZoomSettings,
+    merge_windows,
     outgrown,
     parse_zoom,
     zoom_settings,
@@ -53,9 +54,9 @@ def test_a_window_crops_and_pastes_back_the_same_pixels() -> None:
     window = Window((24.0, 34.0), 16.0, 64.0)
     crop = window.crop(image, 32, mode="nearest")[0]  # 2x: the square fills the crop's middle half
     assert crop.shape == (32, 32) and crop[8:24, 8:24].all() and crop.sum() == 16 * 16
-    (rows, cols), pasted = window.paste(crop, (H, W))
-    assert (rows, cols) == (slice(16, 32), slice(26, 42))
-    assert torch.equal(pasted > 0.5, image[0, rows, cols] > 0.5)
+    (rows, cols), pasted = window.paste(torch.stack([1 - crop, crop]), (H, W))
+    assert (rows, cols) == (slice(16, 32), slice(26, 42)) and pasted.shape == (2, 16, 16)
+    assert torch.equal(pasted[1] > 0.5, image[0, rows, cols] > 0.5) and torch.allclose(pasted.sum(dim=0), torch.ones(1))
 
 
 def test_a_window_reaching_outside_the_frame_repeats_its_border_and_pastes_only_inside() -> None:
@@ -64,8 +65,8 @@ def test_a_window_reaching_outside_the_frame_repeats_its_border_and_pastes_only_
     crop = window.crop(image, 12, mode="nearest")[0]
     assert torch.equal(crop[:5, :4], torch.zeros(5, 4))  # the frame's corner pixel, repeated
     assert torch.equal(crop[4:, 3], image[0, :8, 0]) and torch.equal(crop[4, 3:], image[0, 0, :9])
-    (rows, cols), pasted = window.paste(torch.ones(12, 12), (H, W))
-    assert (rows, cols) == (slice(0, 8), slice(0, 9)) and pasted.shape == (8, 9)
+    (rows, cols), pasted = window.paste(torch.ones(1, 12, 12), (H, W))
+    assert (rows, cols) == (slice(0, 8), slice(0, 9)) and pasted.shape == (1, 8, 9)
 
 
 def test_a_window_follows_what_it_marks_unless_the_area_leaves_its_range() -> None:
@@ -103,6 +104,35 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
     in_frame[5:45, 20:30] = 1  # 40 pixels: larger than the window
     assert outgrown(window, full, in_frame)  # the object came closer
     assert not outgrown(window, full[:, :40] * 0, in_frame)  # nothing in the window: not full
+
+
+def test_a_window_wins_pixels_from_an_unsure_neighbour_and_not_from_a_sure_one() -> None:
+    """Objects 1 (the frame's pass) and 2 (a window over columns 2..5): the window's odds against its
+    background compete with object 1's against the background the frame's pass leaves."""
+    probs = torch.zeros(3, 1, 6)
+    probs[1] = torch.tensor([0.6, 0.6, 0.6, 0.95, 0.95, 0.1])  # object 1: unsure on 0..2, sure on 3..4
+    probs[2] = torch.tensor([0.3, 0.1, 0.1, 0.05, 0.0, 0.5])  # the frame's pass of object 2: replaced
+    probs[0] = 1 - probs[1:].sum(dim=0)
+    fg = torch.tensor([[[0.8, 0.3, 0.8, 0.1]]])  # the window's object 2 at columns 2..5 (its neighbours: none)
+    merged = merge_windows(probs, [(2, (slice(0, 1), slice(2, 6)), torch.cat([1 - fg, fg]))])
+    assert torch.allclose(merged.sum(dim=0), torch.ones(1, 6))
+    assert merged.argmax(dim=0).tolist() == [[1, 1, 2, 1, 1, 0]]
+    # Column 2: object 1's 0.6 leaves a background of 0.4, against which the window's odds of 4 give 1.6.
+    assert torch.allclose(merged[:, 0, 2], torch.tensor([0.4, 0.6, 1.6]) / 2.6)
+    assert merged[2, 0, :2].eq(0).all()  # outside its window an object is 0
+    # Column 5: the window's odds of 1/9 against a background of 0.9 (object 2's pass share included).
+    assert torch.allclose(merged[:, 0, 5], torch.tensor([0.9, 0.1, 0.1]) / 1.1)
+
+
+def test_a_window_tracks_the_neighbours_it_shows_with_its_object(network: EMVOS) -> None:
+    zoomed = VideoPredictor(network, device="cpu", resolution=0, zoom=ZoomSettings(size=SIZE))
+    state = zoomed.init_state()
+    # Object 5 is small; 6 carries it (inside its window), 7 is beside 6 but outside 5's window.
+    zoomed.step(state, _frames(1)[0], _boxes({6: (10, 40, 20, 40), 5: (20, 26, 34, 40), 7: (10, 40, 60, 76)}))
+    assert state.zoom[5].state.object_ids == [5, 6]
+    for frame in _frames(2, seed=4):
+        zoomed.step(state, frame)
+        assert state.zoom[5].state.prev is not None and state.zoom[5].state.prev.mask.shape[1] == 2
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"size": 32}, "size must be at least 64"),
@@ -152,9 +182,9 @@ def test_a_zoomed_object_is_what_its_window_marks_pasted_back(network: EMVOS, mo
     for frame in _frames(3, seed=1):
         before = Window(window.center, window.side, window.area)
         labels = zoomed.step(state, frame).labels
-        (rows, cols), pasted = before.paste(pattern, (H, W))
+        (rows, cols), pasted = before.paste(pattern[None], (H, W))
         expected = np.zeros((H, W), bool)
-        expected[rows, cols] = (pasted > 0.5).numpy()
+        expected[rows, cols] = (pasted[0] > 0.5).numpy()
         np.testing.assert_array_equal(labels == 6, expected)
         top, left = before.center[0] - 16, before.center[1] - 16  # 1 window pixel: half a frame pixel
         assert window.center == (top + 8, left + 18)  # the centre of rows 8..23 and columns 20..51

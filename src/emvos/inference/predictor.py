@@ -47,7 +47,7 @@ from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
 from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
-from emvos.inference.zoom import DEFAULT_ZOOM, Window, ZoomSettings, outgrown, zoom_window
+from emvos.inference.zoom import DEFAULT_ZOOM, Window, ZoomSettings, merge_windows, outgrown, zoom_window
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
 from emvos.model.encoders.base import Features
@@ -375,12 +375,13 @@ class VideoPredictor:
         if state.zoom:
             size = _known(self.zoom, "zoom").size
             labels_map = torch.from_numpy(labels).to(self.device)[None].float()
-            fgs = {oid: (labels_map == oid).float() for oid in state.zoom}
-            for oid, track in state.zoom.items():
-                track.window.follow(track.window.crop(fgs[oid], size, mode="nearest")[0])  # centred on the labels
+            for oid, track in state.zoom.items():  # centred on the labels
+                track.window.follow(track.window.crop((labels_map == oid).float(), size, mode="nearest")[0])
             queries = self._embed_windows(state, self._pixels(frame), [t.window for t in state.zoom.values()])
-            for (oid, track), query in zip(state.zoom.items(), queries, strict=True):
-                track.state.prev = self._reference(query, track.window.crop(fgs[oid], size, mode="nearest"))
+            for track, query in zip(state.zoom.values(), queries, strict=True):
+                window_labels = track.window.crop(labels_map, size, mode="nearest")  # (1, S, S)
+                ids = torch.tensor(track.state.object_ids, device=self.device).view(-1, 1, 1)
+                track.state.prev = self._reference(query, (window_labels == ids).float())
 
     @torch.inference_mode()
     def step_many(self, state: VideoState, images: Sequence[ImageLike],
@@ -569,11 +570,13 @@ class VideoPredictor:
             if window is None:
                 state.zoom.pop(oid, None)
                 continue
-            mask = window.crop((given_full == oid)[None].float(), zoom.size, mode="nearest")[0] * oid
+            window_labels = window.crop(given_full[None].float(), zoom.size, mode="nearest")[0]  # (S, S) ids
+            seen = set(torch.unique(window_labels).int().tolist())
+            ids = [oid, *(i for i in given_ids if i != oid and i in seen)]  # its neighbours keep apart from it
             query = self._embed_windows(state, image, [window])[0]
             size = (zoom.size, zoom.size)
             track = VideoState(geometry=Geometry(size, size, (0, 0, 0, 0)))
-            one_hot = self._add_given(track, query, mask, [oid], None)
+            one_hot = self._add_given(track, query, window_labels, ids, None)
             track.prev = self._reference(query, one_hot[:, 1])
             state.zoom[oid] = _ZoomTrack(window, track)
 
@@ -598,9 +601,8 @@ class VideoPredictor:
             skip: objects given at this frame (their windows start here).
 
         Returns:
-            ``restored``, each windowed object's row the window's probability (inside the window,
-            within what the objects without a window leave; 0 outside), the background what the
-            objects leave. A window its object has outgrown closes; the object keeps the frame's pass.
+            ``restored`` with the windows' objects merged in (:func:`~emvos.inference.zoom.merge_windows`).
+            A window its object has outgrown closes; the object keeps the frame's pass.
         """
         tracks = [(oid, track) for oid, track in state.zoom.items() if oid not in skip]
         if not tracks:
@@ -610,23 +612,16 @@ class VideoPredictor:
         pasted = []
         for (oid, track), query in zip(tracks, queries, strict=True):
             track.state.network = state.network
-            fg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))[1]  # (S, S)
+            agg = aggregate(_known(self._predict(track.state, query, track.state.prev), "objects"))  # (K + 1, S, S)
+            fg = agg[1]  # the window's own object comes first, its neighbours after
             slot = state.object_ids.index(oid)
             if outgrown(track.window, fg, restored[1 + slot]):
                 del state.zoom[oid]
                 continue
-            track.state.prev = self._reference(query, fg[None])
-            pasted.append((slot, *track.window.paste(fg, geometry.size)))
+            track.state.prev = self._reference(query, agg[1:])
+            pasted.append((1 + slot, *track.window.paste(agg[:2], geometry.size)))
             track.window.follow(fg)
-        windowed = {state.object_ids.index(oid) for oid in state.zoom}
-        plain = [1 + slot for slot in range(len(state.object_ids)) if slot not in windowed]
-        left = [1 - restored[:, rows, cols][plain].sum(dim=0).clamp_(max=1) for _, (rows, cols), _ in pasted]
-        for slot in {slot for slot, _, _ in pasted}:
-            restored[1 + slot] = 0
-        for (slot, (rows, cols), fg), free in zip(pasted, left, strict=True):
-            restored[1 + slot, rows, cols] = fg * free
-        restored[0] = 1 - restored[1:].sum(dim=0).clamp_(max=1)
-        return restored
+        return merge_windows(restored, pasted)
 
     def _step_graphed(self, state: VideoState, query: FrameEmbedding) -> Tensor:
         """:meth:`_track` replayed from the video's CUDA graph (captured when its objects last changed)."""

@@ -12,10 +12,11 @@ once the object fills its window and the frame's pass sees it larger than the wi
 (:func:`outgrown`: an object coming closer), the window is closed and the object is left to the
 frame's pass.
 
-The frame's own pass still tracks every object. Inside a window, the object's probability is the
-window's, taken only from what the frame's pass leaves to the objects without windows (a window
-tracks one object, so it may mark a look-alike neighbour: the neighbour's own pass keeps it);
-outside, it is 0. An object is small when its longer side spans fewer than
+The window's video also tracks the other objects it shows when it is given (a person carrying a
+small bag, a car beside a small car), so that they keep apart from its object inside the window as
+they do in the frame. The frame's own pass still tracks every object. Inside a window, the object's
+probability is the window's, weighed against the frame's other objects as soft aggregation weighs
+objects (:func:`merge_windows`); outside, it is 0. An object is small when its longer side spans fewer than
 :attr:`ZoomSettings.small` pixels of the frame's pass (eight of the network's cells at 128), whatever
 the frame's size: each costs one encoder pass of ``size`` pixels a side per frame, and videos of
 large objects cost nothing more.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from emvos.inference.aggregate import EPS
 from emvos.inference.settings import DEFAULT_ZOOM_SIZE, check_setting_names
 
 #: Smallest window side in frame pixels (an object of a few pixels still gets some context).
@@ -136,18 +139,18 @@ class Window:
                              antialias=inside.shape[-1] > size)[0]
 
     def paste(self, probs: Tensor, frame: tuple[int, int]) -> tuple[tuple[slice, slice], Tensor]:
-        """Where the window lies in a frame of size ``frame``, and ``(size, size)`` ``probs`` resized to it.
+        """Where the window lies in a frame of size ``frame``, and ``(C, size, size)`` ``probs`` resized to it.
 
         Returns:
-            The frame's ``(rows, columns)`` slices and the ``(h, w)`` probabilities for them (the part
-            of the window inside the frame).
+            The frame's ``(rows, columns)`` slices and the ``(C, h, w)`` probabilities for them (the
+            part of the window inside the frame).
         """
         top, left, bottom, right = self.box()
         side = bottom - top
-        full = F.interpolate(probs[None, None], size=(side, side), mode="bilinear", align_corners=False)[0, 0]
+        full = F.interpolate(probs[None], size=(side, side), mode="bilinear", align_corners=False)[0]
         rows = slice(max(top, 0), min(bottom, frame[0]))
         cols = slice(max(left, 0), min(right, frame[1]))
-        return (rows, cols), full[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+        return (rows, cols), full[:, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
 
     def extent(self, fg: Tensor) -> float:
         """The longer side, in frame pixels, of the bounding box of what ``(size, size)`` foreground
@@ -199,6 +202,34 @@ def outgrown(window: Window, fg: Tensor, frame_fg: Tensor) -> bool:
     probabilities ``frame_fg``) marks the object larger than the window. A window alone that marks
     something large has leaked onto its surroundings: it stays open."""
     return window.extent(fg) >= FULL * window.side and extent(frame_fg) > window.side
+
+
+def merge_windows(probs: Tensor, windows: Sequence[tuple[int, tuple[slice, slice], Tensor]]) -> Tensor:
+    """The frame's probabilities with windowed objects' rows replaced by their windows'.
+
+    Soft aggregation weighs each object by its odds against the background; a window's object keeps
+    those its window gives it (its probability over the window's background, where the window's
+    neighbours compete with it too), against the background the frame's other objects leave. So a
+    window's object wins its pixels from an unsure neighbour of the frame's pass (a carried bag from
+    the person who carries it) and not from a sure one. Outside its window an object is 0.
+
+    Args:
+        probs: ``(O + 1, H, W)`` background and object probabilities of the frame's pass (changed in
+            place).
+        windows: for each window, its object's row in ``probs``, the frame's ``(rows, columns)`` it
+            covers and ``(2, h, w)`` the window's background and object probabilities there
+            (:meth:`Window.paste`); one window per row.
+
+    Returns:
+        ``probs``, which again sum to one at every pixel.
+    """
+    rows = [row for row, _, _ in windows]
+    others = [row for row in range(1, len(probs)) if row not in rows]
+    probs[rows] = 0
+    probs[0] = 1 - probs[others].sum(dim=0).clamp_(max=1)  # the windowed objects' share goes to the background
+    for row, (ys, xs), (bg, fg) in windows:
+        probs[row, ys, xs] = probs[0, ys, xs] * fg.clamp(EPS, 1 - EPS) / bg.clamp(EPS, 1 - EPS)
+    return probs.div_(probs.sum(dim=0, keepdim=True))
 
 
 def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> Window | None:
