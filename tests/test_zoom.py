@@ -101,9 +101,18 @@ def test_small_objects_get_a_window_of_their_context_and_large_ones_none() -> No
     in_frame = torch.zeros(H, W)
     in_frame[10:26, 20:30] = 1  # 16 pixels in the frame's pass: inside the window
     assert not outgrown(window, full, in_frame)  # the window alone: a leak, it stays open
-    in_frame[5:45, 20:30] = 1  # 40 pixels: larger than the window
+    in_frame[5:45, 10:42] = 1  # 40 pixels, over what the window marks: larger than the window
     assert outgrown(window, full, in_frame)  # the object came closer
     assert not outgrown(window, full[:, :40] * 0, in_frame)  # nothing in the window: not full
+    elsewhere = torch.zeros(H, W)
+    elsewhere[5:45, 50:80] = 1  # as large, beside the window: not what it marks
+    assert not outgrown(window, full, elsewhere)
+    wide = torch.zeros(3 * H, 3 * W)
+    wide[0:30, 10:40] = 1  # what the window marks, not larger than the window (30 pixels)
+    wide[130:140, 200:230] = 1  # and something far away in the frame's pass, stretching its box
+    assert not outgrown(window, full, wide)
+    wide[30:50, 10:40] = 1  # now the object itself is larger than the window
+    assert outgrown(window, full, wide)
 
 
 def test_a_window_wins_pixels_from_an_unsure_neighbour_and_not_from_a_sure_one() -> None:

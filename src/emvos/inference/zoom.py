@@ -8,7 +8,7 @@ window is tracked as a video of its own (its first-frame and previous-frame refe
 network), and follows the object: each frame it is centred on what the window's prediction marks,
 while that keeps between a third and three times the object's first area (a window that would chase
 a leak or a vanishing object stays where it is). Its side stays the one the object was given with;
-once the object fills its window and the frame's pass sees it larger than the window
+once the object fills its window and the frame's pass sees it there, larger than the window
 (:func:`outgrown`: an object coming closer), the window is closed and the object is left to the
 frame's pass.
 
@@ -43,6 +43,9 @@ MIN_SIDE = 32
 AREA_RANGE = 3.0
 #: A window is full when what it marks spans this share of its side.
 FULL = 0.9
+#: An object has outgrown its window when the frame's pass marks it larger than the window within
+#: this many window sides around the window's centre.
+AROUND = 3.0
 
 
 @dataclass(frozen=True)
@@ -199,9 +202,18 @@ def small(extent: float, settings: ZoomSettings, work_scale: float) -> bool:
 def outgrown(window: Window, fg: Tensor, frame_fg: Tensor) -> bool:
     """Whether an object has outgrown its window: what the window marks (``(size, size)`` foreground
     probabilities ``fg``) spans :data:`FULL` of its side, and the frame's pass (``(H, W)``
-    probabilities ``frame_fg``) marks the object larger than the window. A window alone that marks
-    something large has leaked onto its surroundings: it stays open."""
-    return window.extent(fg) >= FULL * window.side and extent(frame_fg) > window.side
+    probabilities ``frame_fg``) marks the object there too (at least half of what the window marks)
+    and larger than the window, within :data:`AROUND` times the window's side around it. A window
+    alone that marks something large has leaked onto its surroundings, and what the frame's pass
+    marks elsewhere is not the window's object: the window stays open."""
+    if window.extent(fg) < FULL * window.side:
+        return False
+    (rows, cols), pasted = window.paste(fg[None], tuple(frame_fg.shape))
+    marked = pasted[0] > 0.5
+    if int((marked & (frame_fg[rows, cols] > 0.5)).sum()) * 2 < int(marked.sum()):
+        return False
+    top, left, bottom, right = Window(window.center, window.side * AROUND, window.area).box()
+    return extent(frame_fg[max(top, 0):max(bottom, 0), max(left, 0):max(right, 0)]) > window.side
 
 
 def merge_windows(probs: Tensor, windows: Sequence[tuple[int, tuple[slice, slice], Tensor]]) -> Tensor:
