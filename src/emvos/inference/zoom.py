@@ -208,7 +208,7 @@ def outgrown(window: Window, fg: Tensor, frame_fg: Tensor) -> bool:
     marks elsewhere is not the window's object: the window stays open."""
     if window.extent(fg) < FULL * window.side:
         return False
-    (rows, cols), pasted = window.paste(fg[None], tuple(frame_fg.shape))
+    (rows, cols), pasted = window.paste(fg[None], (frame_fg.shape[0], frame_fg.shape[1]))
     marked = pasted[0] > 0.5
     if int((marked & (frame_fg[rows, cols] > 0.5)).sum()) * 2 < int(marked.sum()):
         return False
