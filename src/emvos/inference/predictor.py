@@ -565,16 +565,18 @@ class VideoPredictor:
         """
         zoom, geometry = _known(self.zoom, "zoom"), _known(state.geometry, "size")
         scale = geometry.work[0] / geometry.size[0]
-        for oid in given_ids:
-            window = zoom_window(given == oid, zoom, scale)
-            if window is None:
-                state.zoom.pop(oid, None)
-                continue
+        windows = {oid: zoom_window(given == oid, zoom, scale) for oid in given_ids}
+        for oid in [oid for oid, window in windows.items() if window is None]:
+            state.zoom.pop(oid, None)
+        small_windows = {oid: window for oid, window in windows.items() if window is not None}
+        if not small_windows:
+            return
+        queries = self._embed_windows(state, image, list(small_windows.values()))
+        size = (zoom.size, zoom.size)
+        for (oid, window), query in zip(small_windows.items(), queries, strict=True):
             window_labels = window.crop(given_full[None].float(), zoom.size, mode="nearest")[0]  # (S, S) ids
             seen = set(torch.unique(window_labels).int().tolist())
             ids = [oid, *(i for i in given_ids if i != oid and i in seen)]  # its neighbours keep apart from it
-            query = self._embed_windows(state, image, [window])[0]
-            size = (zoom.size, zoom.size)
             track = VideoState(geometry=Geometry(size, size, (0, 0, 0, 0)))
             one_hot = self._add_given(track, query, window_labels, ids, None)
             track.prev = self._reference(query, one_hot[:, 1])

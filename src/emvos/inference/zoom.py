@@ -175,8 +175,8 @@ class Window:
 
 def _bounds(probs: Tensor) -> tuple[int, int, int, int] | None:
     """``(top, left, bottom, right)`` (bottom and right exclusive) of what ``(H, W)`` probabilities
-    mark (above 0.5); ``None`` when nothing."""
-    marked = probs > 0.5
+    mark (above 0.5; a bool mask: its pixels); ``None`` when nothing."""
+    marked = probs if probs.dtype == torch.bool else probs > 0.5
     rows, cols = torch.nonzero(marked.any(dim=1)).flatten(), torch.nonzero(marked.any(dim=0)).flatten()
     if len(rows) == 0:
         return None
@@ -257,12 +257,12 @@ def zoom_window(mask: np.ndarray, settings: ZoomSettings, work_scale: float) -> 
         :attr:`ZoomSettings.size`, shows it larger than the frame's pass; ``None`` otherwise or
         when ``mask`` is empty.
     """
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if len(rows) == 0:
+    bounds = _bounds(torch.from_numpy(mask))
+    if bounds is None:
         return None
-    length = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    top, left, bottom, right = bounds
+    length = max(bottom - top, right - left)
     side = min(max(length * settings.context, MIN_SIDE), min(mask.shape))
     if side * work_scale >= settings.size or not small(length, settings, work_scale):
         return None
-    center = ((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2)
-    return Window((float(center[0]), float(center[1])), float(side), float(mask.sum()))
+    return Window(((top + bottom) / 2, (left + right) / 2), float(side), float(mask.sum()))
