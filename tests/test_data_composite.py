@@ -88,6 +88,23 @@ def test_the_target_is_one_object_and_the_others_are_background(davis: Path) -> 
     assert with_others >= 6
 
 
+def test_joint_clips_keep_every_first_frame_object_numbered_from_one(davis: Path) -> None:
+    single = composites(davis, plain_p=0.0, lookalike_p=1.0, scale=(0.6, 1.0), speed=0.0, behind_p=0.0)
+    joint = composites(davis, plain_p=0.0, lookalike_p=1.0, scale=(0.6, 1.0), speed=0.0, behind_p=0.0, joint=True)
+    several = 0
+    for k in range(12):
+        sample, target = joint[k], single[k]
+        assert torch.equal(sample["frames"], target["frames"])  # the same draws: only the labels differ
+        ids = sample["masks"]
+        count = int(ids[0].max())
+        assert ids[0].unique().tolist() == list(range(count + 1))  # 1..K, each in the first frame
+        assert int(ids.max()) == count  # objects that appear later are background
+        # The single-object sample's target is one of them, with the same pixels in every frame.
+        assert any(torch.equal(ids == i, target["masks"].bool()) for i in range(1, count + 1))
+        several += count > 1
+    assert several >= 6
+
+
 def test_plain_clips_are_the_davis_clips(davis: Path) -> None:
     dataset = composites(davis, plain_p=1.0)
     clips = DavisClips(davis, year=2016, clip_length=LENGTH, crop_size=SIZE, seed=3)

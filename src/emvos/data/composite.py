@@ -52,6 +52,9 @@ class CompositeClips(ClipDataset):
         attach_p: Probability that a pasted object is carried by the scene's object: placed on it
             and moving with its centre, like a bag on a person (drawn only when positive, so that
             samples without it stay as they were).
+        joint: Keep every object instead of drawing a target: ``masks`` are then ids, ``1..K`` for
+            the ``K`` objects visible in frame 0 (in the order of their ids) and 0 for the rest,
+            to be tracked together (``TrainConfig.joint``).
         year, split, sequences, exclude, resolution: The clips' source (see :class:`DavisClips`).
         clip_length: ``L``.
         crop_size: ``S``.
@@ -75,6 +78,7 @@ class CompositeClips(ClipDataset):
         speed: float = 0.03,
         behind_p: float = 0.3,
         attach_p: float = 0.0,
+        joint: bool = False,
         year: int = 2016,
         split: str | None = "train",
         sequences: Sequence[str] | None = None,
@@ -104,7 +108,7 @@ class CompositeClips(ClipDataset):
         self.excluded = self.clips.excluded
         self.max_pasted, self.plain_p, self.lookalike_p = max_pasted, plain_p, lookalike_p
         self.scale, self.speed, self.behind_p = (float(scale[0]), float(scale[1])), speed, behind_p
-        self.attach_p = attach_p
+        self.attach_p, self.joint = attach_p, joint
 
     def describe(self) -> str:
         return f"CompositeClips({self.clips.root})"
@@ -129,6 +133,10 @@ class CompositeClips(ClipDataset):
         present = torch.nonzero(counts).flatten()
         if present.numel() == 0:
             raise SampleSkipped("no_object", "no object of the composite is in its first frame")
+        if self.joint:
+            lut = torch.zeros(int(ids.max()) + 1, dtype=torch.int64)
+            lut[present + 1] = torch.arange(1, present.numel() + 1)
+            return {"frames": frames, "masks": lut[ids]}
         large = present[counts[present] >= MIN_OBJECT_PIXELS]
         candidates = large if large.numel() else present
         target = int(candidates[int(rng.integers(candidates.numel()))]) + 1

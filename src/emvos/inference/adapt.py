@@ -26,11 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emvos.inference.aggregate import aggregate
+from emvos.inference.aggregate import unroll_aggregated
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, check_setting_names
 from emvos.model.encoders.base import Features
-from emvos.model.matching import downsample_mask
-from emvos.model.network import EMVOS, Reference
+from emvos.model.network import EMVOS
 
 
 @dataclass(frozen=True)
@@ -299,19 +298,10 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
     targets = lut[crops]  # (L, h, w) in 0..O, or -100 for objects left out
     given = F.one_hot(targets[0].clamp_min(0), len(objects) + 1)  # objects left out: background in the given frame
     one_hot = given.permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
-    embeddings = [network.embed_features(_crop_features(features, order[t:t + 1], *windows[t]))
-                  for t in range(len(order))]
-    first = Reference(embeddings[0].keys, downsample_mask(torch.stack([1 - one_hot, one_hot], 1),
-                                                          network.stride).flatten(2)[None])
-    prev, losses = first, []
-    for t, query in enumerate(embeddings[1:], start=1):
-        logits = network.decode(query, network.match(query, first, "first"), network.match(query, prev, "prev"),
-                                prev.mask)[0]  # (O, 2, h, w)
-        probs = aggregate(F.softmax(logits, dim=1))  # (O + 1, h, w)
-        losses.append(F.nll_loss(probs.clamp_min(1e-7).log()[None], targets[t][None]))
-        fg = probs[1:]
-        prev = Reference(query.keys, downsample_mask(torch.stack([1 - fg, fg], 1), network.stride).flatten(2)[None])
-    return torch.stack(losses).mean()
+    embeddings = (network.embed_features(_crop_features(features, order[t:t + 1], *windows[t]))
+                  for t in range(len(order)))
+    log_probs = unroll_aggregated(network, embeddings, one_hot).clamp_min(1e-7).log()  # (L - 1, O + 1, h, w)
+    return torch.stack([F.nll_loss(log_probs[t][None], targets[t + 1][None]) for t in range(len(log_probs))]).mean()
 
 
 #: Computes the frozen encoder's features of ``(N, 3, H, W)`` images in ``[0, 1]``.

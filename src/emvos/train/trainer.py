@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from emvos.data import swap_and_attach
 from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
+from emvos.inference.aggregate import unroll_aggregated
 from emvos.inference.predictor import resolve_device
 from emvos.inference.settings import checkpoint_file
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
@@ -561,7 +562,8 @@ class Trainer:
         cfg = self.config
         frames = _clip_input(batch, self.device)
         masks = batch["masks"].to(self.device, non_blocking=True)
-        if cfg.swap_attach_p > 0 and isinstance(frames, Tensor):
+        joint = bool(masks.amax() > 1)  # object ids (``joint`` composites): tracked together
+        if cfg.swap_attach_p > 0 and isinstance(frames, Tensor) and not joint:
             coin = torch.Generator().manual_seed(derive_seed(cfg.seed, self.stage, self.iteration, _SWAP_KEY))
             if torch.rand((), generator=coin).item() < cfg.swap_attach_p:
                 frames, masks = self._swap_and_attach(frames, masks, coin)
@@ -572,8 +574,10 @@ class Trainer:
         if cfg.channels_last and isinstance(frames, Tensor):  # each clip[:, t]: a channels-last (B, 3, S, S) view
             frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES.get(cfg.amp), enabled=cfg.amp != "none"):
-            logits = self.network(frames, masks[:, 0])
-        clip_loss, clip_iou = _clip_scores(logits, masks[:, 1:])
+            if joint:
+                clip_loss, clip_iou = self._joint_scores(frames, masks)
+            else:
+                clip_loss, clip_iou = _clip_scores(self.network(frames, masks[:, 0]), masks[:, 1:])
         # Gradients are averaged over processes, so each scales its sum by world_size / valid.
         loss = (clip_loss * usable).sum() * (self.dist.world_size / valid)
         self.optimizer.zero_grad(set_to_none=True)
@@ -587,6 +591,47 @@ class Trainer:
         if self.average is not None:
             self.average.update(self.trainable)
         return (clip_loss.detach() * usable).sum().item(), (clip_iou * usable).sum().item(), valid
+
+    def _joint_scores(self, frames: Tensor | Features, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-clip loss and IoU of clips whose objects are tracked together, as inference tracks them.
+
+        Each clip is unrolled with every object of its first frame (:func:`unroll_aggregated`); the
+        loss is the cross-entropy of the aggregated distribution over background and objects, the
+        IoU the mean over objects and predicted frames of each object's arg-max IoU.
+
+        Args:
+            frames: ``(B, L, 3, S, S)`` clips, or their cached features.
+            masks: ``(B, L, S, S)`` object ids, ``1..O`` for the objects of frame 0 (0 elsewhere).
+
+        Returns:
+            ``(B,)`` losses and ``(B,)`` IoUs (clips without an object: 0 and 1).
+        """
+        if self.dist.world_size > 1:
+            raise EmvosInputError("clips with several objects tracked together (joint composites) train in one "
+                                  "process; run without --nproc or use one object per clip")
+        losses, ious = [], []
+        for b in range(masks.shape[0]):
+            count = int(masks[b, 0].amax())
+            if count == 0:
+                losses.append(masks.new_zeros((), dtype=torch.float32))
+                ious.append(masks.new_ones((), dtype=torch.float32))
+                continue
+            ids = torch.arange(1, count + 1, device=masks.device).view(-1, 1, 1)
+            first = (masks[b, 0][None] == ids).float()  # (O, S, S)
+            if isinstance(frames, Tensor):
+                embeddings = (self.model.embed(frames[b:b + 1, t]) for t in range(frames.shape[1]))
+            else:
+                embeddings = (self.model.embed_features(Features(*(level[b:b + 1, t].float() for level in frames)))
+                              for t in range(frames.s16.shape[1]))
+            probs = unroll_aggregated(self.model, embeddings, first)  # (L - 1, O + 1, S, S)
+            target = masks[b, 1:]
+            losses.append(F.nll_loss(probs.clamp_min(1e-7).log(), target))
+            with torch.no_grad():
+                pred = probs.argmax(dim=1)  # (L - 1, S, S)
+                p, g = pred[:, None] == ids[None], target[:, None] == ids[None]  # (L - 1, O, S, S)
+                inter, union = (p & g).flatten(2).sum(-1).float(), (p | g).flatten(2).sum(-1).float()
+                ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean())
+        return torch.stack(losses), torch.stack(ious)
 
     def _swap_and_attach(self, frames: Tensor, masks: Tensor, coin: torch.Generator) -> tuple[Tensor, Tensor]:
         """:func:`emvos.data.swap_and_attach` over the global batch, whatever the number of processes.
