@@ -11,6 +11,9 @@ overlaps it at all. Objects that are fully hidden in the truth at that frame are
     python benchmarks/crowd_objects.py --root runs/crowd44 --out runs/crowd44-result
 
 prints one table per sequence and writes ``crowd-objects.json`` (per object and frame IoU) into ``--out``.
+Each object not kept is counted as lost to whoever holds most of its true pixels: the background, a
+copy of itself (an object cut from the same source sequence, read from the benchmark's ``crowd.json``),
+or another object.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def object_ious(truth: np.ndarray, predicted: np.ndarray, objects: list[int]) ->
     return ious
 
 
+def lost_to(truth: np.ndarray, predicted: np.ndarray, object_id: int, sources: dict[int, str] | None) -> str:
+    """Who holds most of a lost object's true pixels: ``background``, ``copy`` (an object cut from the same
+    source sequence, when ``sources`` is known), or ``other``."""
+    holders = np.bincount(predicted[truth == object_id].ravel(), minlength=int(predicted.max()) + 1)
+    holders[object_id] = 0
+    holder = int(np.argmax(holders))
+    if holder == 0:
+        return "background"
+    return "copy" if sources is not None and sources.get(holder) == sources.get(object_id) else "other"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="a crowd benchmark (emvos synth crowd --out)")
@@ -62,6 +76,10 @@ def main() -> None:
     report = {"settings": vars(args) | {"root": str(args.root), "out": str(args.out),
                                          "checkpoint": str(args.checkpoint)}, "sequences": {}}
     names = (args.root / "ImageSets" / "2017" / "val.txt").read_text().split()
+    metadata = args.root / "crowd.json"
+    written = json.loads(metadata.read_text()).get("videos_written", []) if metadata.exists() else []
+    object_sources = {record["name"]: dict(enumerate(record["object_sources"], start=1))
+                      for record in written if "object_sources" in record}
     for name in names:
         annotations = args.root / "Annotations" / "480p" / name
         timing = segment_sequence(predictor, args.root / "JPEGImages" / "480p" / name, annotations / "00000.png",
@@ -71,15 +89,21 @@ def main() -> None:
         per_frame = [object_ious(read_label_png(path).labels, read_label_png(args.out / name / path.name).labels,
                                  objects) for path in truth_files]
         print(f"{name}: {len(objects)} objects, {timing.frames} frames, {timing.total_seconds:.0f} s")
-        print("frame  kept  present  hidden")
+        print("frame  kept  present  hidden  lost to: background  copy  other")
         counts = {}
         for t in (int(f) for f in args.frames.split(",") if int(f) < len(per_frame)):
             ious = per_frame[t]
             kept = sum(1 for v in ious if v is not None and v >= args.iou)
             present = sum(1 for v in ious if v is not None and v > 0)
             hidden = sum(1 for v in ious if v is None)
-            counts[t] = {"kept": kept, "present": present, "hidden": hidden}
-            print(f"{t:5d}  {kept:4d}  {present:7d}  {hidden:6d}")
+            truth = read_label_png(truth_files[t]).labels
+            predicted = read_label_png(args.out / name / truth_files[t].name).labels
+            lost = [lost_to(truth, predicted, oid, object_sources.get(name))
+                    for oid, v in zip(objects, ious, strict=True) if v is not None and v < args.iou]
+            by = {kind: lost.count(kind) for kind in ("background", "copy", "other")}
+            counts[t] = {"kept": kept, "present": present, "hidden": hidden, "lost_to": by}
+            print(f"{t:5d}  {kept:4d}  {present:7d}  {hidden:6d}  {by['background']:19d}  {by['copy']:4d}  "
+                  f"{by['other']:5d}")
         report["sequences"][name] = {"objects": objects, "timing": dataclasses.asdict(timing), "counts": counts,
                                      "iou": per_frame}
     (args.out / "crowd-objects.json").write_text(json.dumps(report, indent=1))

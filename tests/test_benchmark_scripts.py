@@ -72,6 +72,8 @@ def test_crowd_objects_counts_the_kept_objects(davis2016_root: Path, tmp_path: P
     report = json.loads((tmp_path / "out" / "crowd-objects.json").read_text())
     counts = report["sequences"]["crowd-0000"]["counts"]
     assert set(counts) == {"1", "4"} and all(0 <= c["kept"] <= c["present"] <= 4 for c in counts.values())
+    # Every visible object not kept is lost to someone: the background, a copy of itself or another object.
+    assert all(sum(c["lost_to"].values()) == 4 - c["kept"] - c["hidden"] for c in counts.values())
 
 
 def test_reentry_pans_the_target_out_of_view_and_back(tmp_path: Path) -> None:

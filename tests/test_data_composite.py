@@ -159,6 +159,8 @@ def test_crowd_videos_hold_the_pasted_objects_where_their_pixels_are(tmp_path: P
         assert first.shape == (72, 100) and int(first.max()) <= 6
         assert record["first_frame_areas"] == np.bincount(first.ravel(), minlength=7)[1:].tolist()
         assert sum(area > 0 for area in record["first_frame_areas"][1:]) >= 3  # most pasted objects are visible
+        sources = record["object_sources"]  # object k's source sequence at index k - 1; object 1 is the scene
+        assert len(sources) == 6 and sources[0] == record["scene"] and set(sources) <= {"a", "b"}
         for t in (0, 7):
             labels = read_label_png(root / "Annotations" / "480p" / name / f"{t:05d}.png").labels
             pixels = np.asarray(Image.open(frames[t]).convert("RGB"), dtype=np.int16)

@@ -9,6 +9,8 @@ and then, behind it. Sequences shorter than the video play forwards and backward
 Written in DAVIS-2017 layout, it is scored like any multi-object benchmark (``emvos benchmark``,
 ``emvos eval``), and measures what DAVIS-2016 cannot: many objects, small objects, look-alikes (an
 object may be pasted several times), occlusion. Build it from sequences no model was trained on.
+Its metadata file records, per video, the source sequence of each object (``object_sources``), so
+that a lost object can be told lost to a copy of itself.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ def write_crowd_benchmark(out: str | Path, *, source: str | Path, sequences: Seq
                 first_areas = np.bincount(ids.ravel(), minlength=objects + 1)[1:].tolist()
             Image.fromarray(rgb).save(frames_dir / f"{t:05d}.jpg", quality=JPEG_QUALITY)
             write_label_png(masks_dir / f"{t:05d}.png", ids)
-        records.append({"name": name, "scene": sequences[scene], "first_frame_areas": first_areas})
+        records.append({"name": name, "scene": sequences[scene], "first_frame_areas": first_areas,
+                        "object_sources": [sequences[scene], *(sequences[plan.video] for plan in plans)]})
         if progress is not None:
             progress(name)
     split_file = out / "ImageSets" / "2017" / f"{split}.txt"

@@ -27,8 +27,8 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
   from the network's encoder, reused afterwards; no photometric augmentation and no swap-and-attach.
 * ``ytvos``: :class:`emvos.data.YTVOSClips` (``split``, ``videos``, ``exclude``, ...).
 * ``composite``: :class:`emvos.data.composite.CompositeClips`, multi-object copy-paste composites of
-  DAVIS clips (``max_pasted``, ``plain_p``, ``lookalike_p``, ``scale``, ``speed``, ``behind_p`` and
-  the ``davis`` scan options).
+  DAVIS clips (``max_pasted``, ``plain_p``, ``lookalike_p``, ``scale``, ``speed``, ``behind_p``,
+  ``attach_p``, ``joint`` and the ``davis`` scan options).
 * ``synthetic``: :class:`SyntheticClips`, no files (``motion``).
 * ``mix``: :class:`MixedClips`, samples of several kinds mixed by weight: ``options: {parts: [{kind,
   root, options, weight}, ...]}``; held-out sequences are left out of every part when one of them
