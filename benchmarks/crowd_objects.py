@@ -11,7 +11,7 @@ overlaps it at all. Objects that are fully hidden in the truth at that frame are
     python benchmarks/crowd_objects.py --root runs/crowd44 --out runs/crowd44-result
 
 prints one table per sequence and writes ``crowd-objects.json`` (per object and frame IoU) into ``--out``.
-Each object not kept is counted as lost to whoever holds most of its true pixels: the background, a
+Each object not kept is counted as lost to whoever else holds most of its true pixels: the background, a
 copy of itself (an object cut from the same source sequence, read from the benchmark's ``crowd.json``),
 or another object.
 """
@@ -44,8 +44,8 @@ def object_ious(truth: np.ndarray, predicted: np.ndarray, objects: list[int]) ->
 
 
 def lost_to(truth: np.ndarray, predicted: np.ndarray, object_id: int, sources: dict[int, str] | None) -> str:
-    """Who holds most of a lost object's true pixels: ``background``, ``copy`` (an object cut from the same
-    source sequence, when ``sources`` is known), or ``other``."""
+    """Who, apart from the object itself, holds most of a lost object's true pixels: ``background``,
+    ``copy`` (an object cut from the same source sequence, when ``sources`` is known), or ``other``."""
     holders = np.bincount(predicted[truth == object_id].ravel(), minlength=int(predicted.max()) + 1)
     holders[object_id] = 0
     holder = int(np.argmax(holders))

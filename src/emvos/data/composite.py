@@ -54,7 +54,8 @@ class CompositeClips(ClipDataset):
             samples without it stay as they were).
         joint: Keep every object instead of drawing a target: ``masks`` are then ids, ``1..K`` for
             the ``K`` objects visible in frame 0 (in the order of their ids) and 0 for the rest,
-            to be tracked together (``TrainConfig.joint``).
+            which the trainer tracks together (:meth:`emvos.train.Trainer` unrolls such clips with
+            soft aggregation).
         year, split, sequences, exclude, resolution: The clips' source (see :class:`DavisClips`).
         clip_length: ``L``.
         crop_size: ``S``.

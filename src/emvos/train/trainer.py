@@ -608,7 +608,7 @@ class Trainer:
         """
         if self.dist.world_size > 1:
             raise EmvosInputError("clips with several objects tracked together (joint composites) train in one "
-                                  "process; run without --nproc or use one object per clip")
+                                  "process: start emvos train without torchrun, or set the composites' joint: false")
         losses, ious = [], []
         for b in range(masks.shape[0]):
             count = int(masks[b, 0].amax())
