@@ -46,7 +46,7 @@ def object_ious(truth: np.ndarray, predicted: np.ndarray, objects: list[int]) ->
 def lost_to(truth: np.ndarray, predicted: np.ndarray, object_id: int, sources: dict[int, str] | None) -> str:
     """Who, apart from the object itself, holds most of a lost object's true pixels: ``background``,
     ``copy`` (an object cut from the same source sequence, when ``sources`` is known), or ``other``."""
-    holders = np.bincount(predicted[truth == object_id].ravel(), minlength=int(predicted.max()) + 1)
+    holders = np.bincount(predicted[truth == object_id].ravel(), minlength=max(int(predicted.max()), object_id) + 1)
     holders[object_id] = 0
     holder = int(np.argmax(holders))
     if holder == 0:

@@ -76,6 +76,23 @@ def test_crowd_objects_counts_the_kept_objects(davis2016_root: Path, tmp_path: P
     assert all(sum(c["lost_to"].values()) == 4 - c["kept"] - c["hidden"] for c in counts.values())
 
 
+def test_a_lost_object_is_lost_to_whoever_else_holds_most_of_it() -> None:
+    import runpy
+
+    import numpy as np
+
+    lost_to = runpy.run_path(str(SCRIPTS / "crowd_objects.py"))["lost_to"]
+    truth = np.zeros((4, 4), dtype=np.uint8)
+    truth[:3] = 5  # object 5: 12 pixels, a higher id than any predicted one
+    predicted = np.zeros((4, 4), dtype=np.uint8)
+    predicted[:2] = 2  # 8 of them went to object 2, 4 to the background
+    assert lost_to(truth, predicted, 5, {2: "dog", 5: "dog"}) == "copy"
+    assert lost_to(truth, predicted, 5, {2: "car", 5: "dog"}) == "other"
+    assert lost_to(truth, predicted, 5, None) == "other"
+    predicted[:2] = 0
+    assert lost_to(truth, predicted, 5, None) == "background"
+
+
 def test_reentry_pans_the_target_out_of_view_and_back(tmp_path: Path) -> None:
     import json
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emvos.inference.aggregate import unroll_aggregated
+from emvos.inference.aggregate import EPS, unroll_aggregated
 from emvos.inference.settings import DEFAULT_ADAPT_STEPS, check_setting_names
 from emvos.model.encoders.base import Features
 from emvos.model.network import EMVOS
@@ -300,7 +300,7 @@ def _joint_loss(network: EMVOS, features: Features, ids: Tensor, order: Tensor, 
     one_hot = given.permute(2, 0, 1)[1:].to(features.s16.dtype)  # (O, h, w)
     embeddings = (network.embed_features(_crop_features(features, order[t:t + 1], *windows[t]))
                   for t in range(len(order)))
-    log_probs = unroll_aggregated(network, embeddings, one_hot).clamp_min(1e-7).log()  # (L - 1, O + 1, h, w)
+    log_probs = unroll_aggregated(network, embeddings, one_hot).clamp_min(EPS).log()  # (L - 1, O + 1, h, w)
     return torch.stack([F.nll_loss(log_probs[t][None], targets[t + 1][None]) for t in range(len(log_probs))]).mean()
 
 

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from emvos.data import swap_and_attach
 from emvos.data.features import NamedEncoder
 from emvos.errors import EmvosInputError
-from emvos.inference.aggregate import unroll_aggregated
+from emvos.inference.aggregate import EPS, unroll_aggregated
 from emvos.inference.predictor import resolve_device
 from emvos.inference.settings import checkpoint_file
 from emvos.model.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
@@ -625,7 +625,7 @@ class Trainer:
                               for t in range(frames.s16.shape[1]))
             probs = unroll_aggregated(self.model, embeddings, first)  # (L - 1, O + 1, S, S)
             target = masks[b, 1:]
-            losses.append(F.nll_loss(probs.clamp_min(1e-7).log(), target))
+            losses.append(F.nll_loss(probs.clamp_min(EPS).log(), target))
             with torch.no_grad():
                 pred = probs.argmax(dim=1)  # (L - 1, S, S)
                 p, g = pred[:, None] == ids[None], target[:, None] == ids[None]  # (L - 1, O, S, S)
