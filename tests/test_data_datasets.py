@@ -28,7 +28,7 @@ from emvos.data import (
     coco_instances,
     image_folder_pairs,
 )
-from emvos.data.base import read_labels
+from emvos.data.base import JOINT_MIN_PIXELS, read_labels
 from emvos.data.static import yolo_instances
 from emvos.data.transforms import (
     balanced_crop,
@@ -363,6 +363,31 @@ def test_static_without_motion_repeats_the_source(tmp_path: Path) -> None:
     assert all(torch.equal(sample["masks"][t], sample["masks"][0]) for t in range(5))
 
 
+def test_joint_static_clips_track_the_target_and_the_other_objects_of_frame_0(tmp_path: Path) -> None:
+    source = image_folder_pairs(*make_static(tmp_path))
+    single = StaticPseudoVideos(source, crop_size=SIZE, seed=3, degrees=0, scale=(1, 1), shear=0)
+    joint = StaticPseudoVideos(source, crop_size=SIZE, seed=3, degrees=0, scale=(1, 1), shear=0, joint=True)
+    capped = StaticPseudoVideos(source, crop_size=SIZE, seed=3, degrees=0, scale=(1, 1), shear=0, joint=True,
+                                joint_objects=1)
+    several = 0
+    for k in range(8):
+        one, both, first = single[k], joint[k], capped[k]
+        assert torch.equal(both["frames"], one["frames"])  # the same draws up to the objects kept
+        assert torch.equal(both["masks"] == 1, one["masks"] == 1)  # the target is id 1
+        assert torch.equal(first["masks"], one["masks"])
+        kept = torch.unique(both["masks"]).tolist()
+        assert kept == list(range(len(kept)))  # ids 0..K
+        counts = torch.bincount(both["masks"][0].flatten(), minlength=3)
+        assert all(int(c) >= JOINT_MIN_PIXELS for c in counts[2:])
+        several += len(kept) == 3
+    assert several > 0
+
+
+def test_joint_objects_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="joint_objects"):
+        StaticPseudoVideos(image_folder_pairs(*make_static(tmp_path)), joint=True, joint_objects=0)
+
+
 def test_image_folder_pairs_filters_sequences_and_counts_missing_masks(tmp_path: Path) -> None:
     images, masks = make_static(tmp_path)
     (masks / "b" / "1.png").unlink()
@@ -489,6 +514,9 @@ def test_real_coco128_pseudo_video(coco128_root: Path) -> None:
     source = yolo_instances(coco128_root / "images" / "train2017", coco128_root / "labels" / "train2017")
     assert len(source.items) >= 120
     check_sample(StaticPseudoVideos(source, crop_size=SIZE)[0], 5)
+    joint = StaticPseudoVideos(source, crop_size=128, joint=True, joint_objects=4)
+    objects = [int(joint[k]["masks"][0].amax()) for k in range(8)]
+    assert max(objects) > 1 and max(objects) <= 4  # people among people: several objects per clip
 
 
 def test_real_static_pseudo_video(davis2016_root: Path) -> None:

@@ -45,6 +45,10 @@ SKIP_REASONS = ("unreadable", "size_mismatch", "empty_mask", "no_object")
 #: Draws tried for one sample before giving up.
 MAX_DRAWS = 100
 
+#: Output pixels an object of frame 0 must cover to be tracked in a joint clip (besides the target,
+#: which the balanced crop already chose); smaller objects are background there.
+JOINT_MIN_PIXELS = 64
+
 Sample = dict[str, torch.Tensor]
 #: ``load_frame(position) -> (RGB image W x H, (H, W) uint8 ids)``: frame ``position`` of a clip.
 FrameLoader = Callable[[int], tuple[Image.Image, Labels]]
@@ -123,7 +127,9 @@ class ClipDataset(Dataset[Sample], ABC):
     """Base of the training datasets: ``dataset[k]`` is a clip that depends only on ``(seed, k)``.
 
     A sample is ``{"frames": (L, 3, S, S) float32 RGB in [0, 1], "masks": (L, S, S) int64 in
-    {0, 1}}``: one target object per clip (1 = the object), which is present in frame 0.
+    {0, 1}}``: one target object per clip (1 = the object), which is present in frame 0. A joint
+    dataset (``joint``) keeps several objects of frame 0 instead, tracked together: ``masks`` are
+    then ids ``0..K``.
 
     Attributes:
         seed: The dataset seed.
@@ -131,6 +137,8 @@ class ClipDataset(Dataset[Sample], ABC):
         crop_size: ``S``, side of the square output.
         crop_scale: Crop-area range relative to the 480p frame (official ``(0.8, 1.25)``).
         crop_ratio: Crop aspect-ratio range (official ``(3/4, 4/3)``).
+        joint: Whether :meth:`_render` keeps several objects of frame 0 (ids ``1..K``).
+        joint_objects: Most objects a joint clip keeps.
         excluded: What the construction-time scan left out, by reason (frozen after ``__init__``).
     """
 
@@ -142,6 +150,8 @@ class ClipDataset(Dataset[Sample], ABC):
         crop_size: int,
         crop_scale: tuple[float, float] = CROP_SCALE,
         crop_ratio: tuple[float, float] = CROP_RATIO,
+        joint: bool = False,
+        joint_objects: int = 8,
     ) -> None:
         """Set the sampling options shared by every dataset.
 
@@ -151,6 +161,10 @@ class ClipDataset(Dataset[Sample], ABC):
             crop_size: ``S``, side of the square output, ``>= 1``.
             crop_scale: Crop-area range relative to the 480p frame.
             crop_ratio: Crop aspect-ratio range (width / height).
+            joint: Keep, besides the target, the other objects of frame 0 that cover at least
+                :data:`JOINT_MIN_PIXELS` output pixels, tracked together with it (see :meth:`_render`).
+            joint_objects: Most objects a joint clip keeps, ``>= 1`` (the others, drawn at random
+                among those large enough, are left out: background).
 
         Raises:
             ValueError: an option is out of range.
@@ -161,6 +175,9 @@ class ClipDataset(Dataset[Sample], ABC):
             raise ValueError(f"clip_length must be >= 1, got {clip_length}")
         if crop_size < 1:
             raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        if joint_objects < 1:
+            raise ValueError(f"joint_objects must be >= 1, got {joint_objects}")
+        self.joint, self.joint_objects = joint, joint_objects
         self.seed = seed
         self.clip_length = clip_length
         self.crop_size = crop_size
@@ -220,16 +237,19 @@ class ClipDataset(Dataset[Sample], ABC):
     def _render(self, load_frame: FrameLoader, rng: np.random.Generator) -> Sample:
         """Crop, select the target object, flip and convert the ``L`` frames ``load_frame(0..L-1)``.
 
-        Draws, in order: horizontal flip, vertical flip (``rng.random() < 0.5`` each), then the
-        balanced crop on frame 0 (:func:`~emvos.data.transforms.balanced_crop`). Frames are loaded
-        in order, frame 0 first.
+        Draws, in order: horizontal flip, vertical flip (``rng.random() < 0.5`` each), the balanced
+        crop on frame 0 (:func:`~emvos.data.transforms.balanced_crop`), then, for a joint dataset,
+        the order of the other objects large enough, of which the first ``joint_objects - 1`` are
+        kept. Frames are loaded in order, frame 0 first.
 
         Args:
             load_frame: The frames of the clip.
             rng: Source of randomness.
 
         Returns:
-            The sample: ``{"frames": (L, 3, S, S) float32, "masks": (L, S, S) int64}``.
+            The sample: ``{"frames": (L, 3, S, S) float32, "masks": (L, S, S) int64}``; masks are
+            0/1, or for a joint dataset ids ``1..K`` with the target as 1 (0 = background and the
+            objects left out).
 
         Raises:
             SampleSkipped: a frame failed to load, or frame 0 has no object inside any crop.
@@ -241,10 +261,17 @@ class ClipDataset(Dataset[Sample], ABC):
         if choice is None:
             raise SampleSkipped("no_object", "the clip's first frame has no object inside the crop")
         box, object_id = choice
+        lut = np.zeros(256, dtype=np.uint8)  # source id -> output id
+        lut[object_id] = 1
+        if self.joint:
+            counts = np.bincount(crop_labels(first_labels, box, size).ravel(), minlength=256)
+            counts[[0, object_id]] = 0
+            others = rng.permutation(np.flatnonzero(counts >= JOINT_MIN_PIXELS))[:self.joint_objects - 1]
+            lut[others] = np.arange(2, len(others) + 2)
         frames = np.empty((length, 3, size, size), dtype=np.uint8)
-        masks = np.empty((length, size, size), dtype=bool)
+        masks = np.empty((length, size, size), dtype=np.uint8)
         for position in range(length):
             image, labels = (first_image, first_labels) if position == 0 else load_frame(position)
             frames[position] = flip(crop_image(image, box, size), horizontal, vertical).transpose(2, 0, 1)
-            masks[position] = flip(crop_labels(labels, box, size) == object_id, horizontal, vertical)
+            masks[position] = flip(lut[crop_labels(labels, box, size)], horizontal, vertical)
         return clip_to_tensors(frames, masks)

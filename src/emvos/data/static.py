@@ -9,7 +9,8 @@ scale 0.9-1.1, shear +-10 degrees on each axis, no translation by default), so f
 resampling at the source resolution; uncovered area filled with the ImageNet mean colour), its mask
 with the same matrix. Then the common augmentation of
 :meth:`~emvos.data.base.ClipDataset._render`: flips, balanced crop drawn on frame 0 (the source)
-and applied to every frame, the target picked among the objects inside it.
+and applied to every frame, the target picked among the objects inside it (with ``joint``, the
+other instances inside it are tracked beside the target).
 
 Differences from the official ``TrainCOCO``: there, frame 0 is itself warped (the paper describes "a
 source image and 4 sequentially-augmented images", which is what this does), and the steps'
@@ -316,6 +317,8 @@ class StaticPseudoVideos(ClipDataset):
         translate: float = 0.0,
         crop_scale: tuple[float, float] = CROP_SCALE,
         crop_ratio: tuple[float, float] = CROP_RATIO,
+        joint: bool = False,
+        joint_objects: int = 8,
     ) -> None:
         """Wrap a set of static images.
 
@@ -330,6 +333,9 @@ class StaticPseudoVideos(ClipDataset):
             translate: Largest shift per step, as a fraction of the image side.
             crop_scale: Crop-area range relative to the 480p frame.
             crop_ratio: Crop aspect-ratio range.
+            joint: Track several instances of the image together (ids ``1..K``; see
+                :meth:`~emvos.data.base.ClipDataset._render`) instead of one target.
+            joint_objects: Most instances a joint clip tracks.
 
         Raises:
             EmvosInputError: ``images`` holds no image.
@@ -340,6 +346,8 @@ class StaticPseudoVideos(ClipDataset):
             crop_size=crop_size,
             crop_scale=crop_scale,
             crop_ratio=crop_ratio,
+            joint=joint,
+            joint_objects=joint_objects,
         )
         self.images = images
         self.degrees, self.scale, self.shear, self.translate = degrees, scale, shear, translate

@@ -258,15 +258,16 @@ def flip(array: npt.NDArray[_T], horizontal: bool, vertical: bool) -> npt.NDArra
     return array
 
 
-def clip_to_tensors(frames: npt.NDArray[np.uint8], masks: npt.NDArray[np.bool_]) -> dict[str, torch.Tensor]:
+def clip_to_tensors(frames: npt.NDArray[np.uint8],
+                    masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8]) -> dict[str, torch.Tensor]:
     """Convert a clip to the training sample format.
 
     Args:
         frames: ``(L, 3, S, S) uint8`` RGB.
-        masks: ``(L, S, S) bool``, True on the target object.
+        masks: ``(L, S, S)``, True (or the object's id) on the clip's objects.
 
     Returns:
-        ``{"frames": (L, 3, S, S) float32 in [0, 1], "masks": (L, S, S) int64 in {0, 1}}``.
+        ``{"frames": (L, 3, S, S) float32 in [0, 1], "masks": (L, S, S) int64}``.
     """
     return {
         "frames": torch.from_numpy(frames).to(torch.float32).div_(255.0),

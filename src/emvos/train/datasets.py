@@ -20,7 +20,8 @@ Kinds and their ``options`` (besides clip length, crop size and seed, which the 
   and the pseudo-video augmentation options.
 * ``yolo``: pseudo-videos of images with YOLO segmentation polygons, one instance per polygon (e.g.
   COCO128-seg): ``images`` and ``labels`` (default ``images/train2017``, ``labels/train2017``) under
-  ``root``, and the pseudo-video augmentation options.
+  ``root``, the pseudo-video augmentation options, and ``joint`` / ``joint_objects`` (several
+  instances of an image tracked together, like joint composites).
 * ``davis``: :class:`emvos.data.DavisClips` (``year``, ``split``, ``sequences``, ``exclude``, ...).
 * ``davis-cached``: :class:`emvos.data.cached.CachedDavisClips`, DAVIS clips of the frozen encoder's
   cached features (``scales``, ``cache_dir``, and the ``davis`` scan options): built on first use
