@@ -41,10 +41,11 @@ def test_shipped_weights_are_small_half_precision_and_carry_the_encoder(name: st
 
 def test_emvos_base_carries_its_adaptation_settings() -> None:
     """emvos-base adapts as its file recommends (a lower learning rate, clips where the target is away),
-    the settings its preset writes; emvos-lite at the defaults."""
+    the settings its presets write; emvos-lite at the defaults."""
     base = adapt_settings("emvos-base")
     assert base is not None and (base.lr, base.absent_p, base.steps) == (2e-4, 0.5, 40)
-    assert read_checkpoint(SHIPPED_MODELS["emvos-base"])["adapt"] == load_config("emvos-base").adapt
+    recommended = read_checkpoint(SHIPPED_MODELS["emvos-base"])["adapt"]
+    assert recommended == load_config("emvos-base").adapt == load_config("emvos-base-joint").adapt
     lite = adapt_settings(None)
     assert lite is not None and (lite.lr, lite.absent_p) == (5e-4, 0.0)
 
