@@ -92,7 +92,7 @@ class CompositeClips(ClipDataset):
         crop_ratio: tuple[float, float] = CROP_RATIO,
     ) -> None:
         super().__init__(seed=seed, clip_length=clip_length, crop_size=crop_size, crop_scale=crop_scale,
-                         crop_ratio=crop_ratio)
+                         crop_ratio=crop_ratio, joint=joint)
         if max_pasted < 1:
             raise ValueError(f"max_pasted must be >= 1, got {max_pasted}")
         for name, p in (("plain_p", plain_p), ("lookalike_p", lookalike_p), ("behind_p", behind_p),
@@ -109,7 +109,7 @@ class CompositeClips(ClipDataset):
         self.excluded = self.clips.excluded
         self.max_pasted, self.plain_p, self.lookalike_p = max_pasted, plain_p, lookalike_p
         self.scale, self.speed, self.behind_p = (float(scale[0]), float(scale[1])), speed, behind_p
-        self.attach_p, self.joint = attach_p, joint
+        self.attach_p = attach_p
 
     def describe(self) -> str:
         return f"CompositeClips({self.clips.root})"

@@ -562,7 +562,7 @@ class Trainer:
         cfg = self.config
         frames = _clip_input(batch, self.device)
         masks = batch["masks"].to(self.device, non_blocking=True)
-        joint = bool(masks.amax() > 1)  # object ids (``joint`` composites): tracked together
+        joint = bool(masks.amax() > 1)  # object ids (``joint`` datasets): tracked together
         if cfg.swap_attach_p > 0 and isinstance(frames, Tensor) and not joint:
             coin = torch.Generator().manual_seed(derive_seed(cfg.seed, self.stage, self.iteration, _SWAP_KEY))
             if torch.rand((), generator=coin).item() < cfg.swap_attach_p:
@@ -607,8 +607,8 @@ class Trainer:
             ``(B,)`` losses and ``(B,)`` IoUs (clips without an object: 0 and 1).
         """
         if self.dist.world_size > 1:
-            raise EmvosInputError("clips with several objects tracked together (joint composites) train in one "
-                                  "process: start emvos train without torchrun, or set the composites' joint: false")
+            raise EmvosInputError("clips with several objects tracked together (joint datasets) train in one "
+                                  "process: start emvos train without torchrun, or set the datasets' joint: false")
         losses, ious = [], []
         for b in range(masks.shape[0]):
             count = int(masks[b, 0].amax())
