@@ -45,7 +45,8 @@ def test_emvos_base_carries_its_adaptation_settings() -> None:
     base = adapt_settings("emvos-base")
     assert base is not None and (base.lr, base.absent_p, base.steps) == (2e-4, 0.5, 40)
     recommended = read_checkpoint(SHIPPED_MODELS["emvos-base"])["adapt"]
-    assert recommended == load_config("emvos-base").adapt == load_config("emvos-base-joint").adapt
+    presets = ("emvos-base", "emvos-base-joint", "emvos-base-joint-coco")
+    assert all(load_config(name).adapt == recommended for name in presets)
     lite = adapt_settings(None)
     assert lite is not None and (lite.lr, lite.absent_p) == (5e-4, 0.0)
 
