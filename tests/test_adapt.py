@@ -52,7 +52,8 @@ def _tensors(image: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch
 
 
 @pytest.mark.parametrize("field, value", [("steps", -1), ("lr", 0.0), ("variants", 0), ("clip_len", 1),
-                                          ("batch_size", 0), ("crop", 8), ("absent_p", 1.5)])
+                                          ("batch_size", 0), ("crop", 8), ("absent_p", 1.5),
+                                          ("joint_lr", 0.0)])
 def test_settings_name_the_bad_parameter(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         AdaptSettings(**{field: value})
@@ -245,3 +246,22 @@ def test_absent_clips_change_one_object_adaptation_only(network: EMVOS) -> None:
     both, _ = adapt_network(network, image, labels, settings)  # two objects: joint clips, which never leave
     both_absent, _ = adapt_network(network, image, labels, absent)
     assert all(torch.equal(v, both_absent.state_dict()[k]) for k, v in both.state_dict().items())
+
+
+def test_joint_lr_steps_only_frames_with_several_objects(network: EMVOS) -> None:
+    """``joint_lr`` replaces ``lr`` where objects are adapted jointly; one object, or ``joint`` off, keeps ``lr``."""
+    image, labels = _tensors(*_scene())
+    settings = AdaptSettings(steps=3, lr=1e-3, variants=2, crop=32)
+    faster = dataclasses.replace(settings, joint_lr=1e-2)
+
+    def same(a: EMVOS, b: EMVOS) -> bool:
+        return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+    one = torch.where(labels == 1, labels, 0)
+    assert same(adapt_network(network, image, one, settings)[0], adapt_network(network, image, one, faster)[0])
+    apart = dataclasses.replace(settings, joint=False)
+    assert same(adapt_network(network, image, labels, apart)[0],
+                adapt_network(network, image, labels, dataclasses.replace(faster, joint=False))[0])
+    plain = adapt_network(network, image, labels, settings)[0]
+    assert same(plain, adapt_network(network, image, labels, dataclasses.replace(settings, joint_lr=1e-3))[0])
+    assert not same(plain, adapt_network(network, image, labels, faster)[0])

@@ -39,16 +39,18 @@ def test_shipped_weights_are_small_half_precision_and_carry_the_encoder(name: st
     assert HELD_OUT in data["trained"]["train_config"]["val"]["sequences"]
 
 
-def test_emvos_base_carries_its_adaptation_settings() -> None:
+def test_shipped_models_carry_their_adaptation_settings() -> None:
     """emvos-base adapts as its file recommends (a lower learning rate, clips where the target is away),
-    the settings its presets write; emvos-lite at the defaults."""
+    the settings its presets write; emvos-lite at the defaults but a lower learning rate for joint
+    adaptation, as its last preset writes."""
     base = adapt_settings("emvos-base")
     assert base is not None and (base.lr, base.absent_p, base.steps) == (2e-4, 0.5, 40)
     recommended = read_checkpoint(SHIPPED_MODELS["emvos-base"])["adapt"]
     presets = ("emvos-base", "emvos-base-joint", "emvos-base-joint-coco")
     assert all(load_config(name).adapt == recommended for name in presets)
     lite = adapt_settings(None)
-    assert lite is not None and (lite.lr, lite.absent_p) == (5e-4, 0.0)
+    assert lite is not None and (lite.lr, lite.joint_lr, lite.absent_p) == (5e-4, 3e-4, 0.0)
+    assert read_checkpoint(SHIPPED_MODELS["emvos-lite"])["adapt"] == load_config("emvos-lite-joint-coco").adapt
 
 
 @pytest.mark.parametrize("name", [None, pytest.param("emvos-base", marks=pytest.mark.slow)])

@@ -39,6 +39,8 @@ class AdaptSettings:
     Attributes:
         steps: optimizer steps (0 disables adaptation).
         lr: Adam's learning rate.
+        joint_lr: Adam's learning rate on a frame with several objects adapted jointly (``joint``),
+            whose clips learn from the cross-entropy of all objects together; ``None``: ``lr``.
         variants: augmented copies of the frame the clips are drawn from (the frame itself is one more).
         clip_len: frames per pseudo-video clip (the first one given).
         batch_size: clips per step.
@@ -71,6 +73,7 @@ class AdaptSettings:
 
     steps: int = DEFAULT_ADAPT_STEPS
     lr: float = 5e-4
+    joint_lr: float | None = None
     variants: int = 12
     clip_len: int = 3
     batch_size: int = 2
@@ -101,6 +104,8 @@ class AdaptSettings:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.joint_lr is not None and self.joint_lr <= 0:
+            raise ValueError(f"joint_lr must be positive, got {self.joint_lr}")
         if self.variants < 1:
             raise ValueError(f"variants must be >= 1, got {self.variants}")
         if self.clip_len < 2:
@@ -354,13 +359,15 @@ def adapt_network(network: EMVOS, image: Tensor, labels: Tensor,
     centres = _object_centres(ids, object_ids)  # per variant, the visible objects' centres
     for p in trainable:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    joint = settings.joint and len(object_ids) > 1
+    lr = settings.joint_lr if joint and settings.joint_lr is not None else settings.lr
+    optimizer = torch.optim.Adam(trainable, lr=lr)
     drawing = settings if len(object_ids) == 1 else dataclasses.replace(settings, absent_p=0.0)
     losses = []
     for _ in range(settings.steps):
         clips = [_draw_clip(centres, ids, drawing, adapted.stride, generator)
                  for _ in range(settings.batch_size)]
-        if settings.joint and len(object_ids) > 1:
+        if joint:
             loss = torch.stack([_joint_loss(adapted, features, ids, order, windows, oid, settings.joint_objects,
                                             generator) for order, oid, windows in clips]).mean()
         else:
