@@ -25,6 +25,7 @@ import torch
 from emvos.eval.benchmark import segment_sequence
 from emvos.eval.davis import evaluate_results, format_report, write_reports
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
+from emvos.inference.settings import DEFAULT_REACH
 from emvos.inference.zoom import parse_zoom
 
 
@@ -41,11 +42,14 @@ def main() -> None:
                         help="zoomed windows of small objects: 0 for none, or ZoomSettings fields as JSON over "
                              "emvos segment's (default {}: the same)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reach", type=float, default=DEFAULT_REACH,
+                        help=f"each object's reach around its previous box, in its size (default {DEFAULT_REACH}, "
+                             "emvos segment's; 0: everywhere)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, overrides=json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings, zoom=parse_zoom(args.zoom))
+                               adapt=settings, zoom=parse_zoom(args.zoom), reach=args.reach or None)
     sequences = args.sequences.split(",")
     timings = []
     for name in sequences:

@@ -28,6 +28,7 @@ import torch
 
 from emvos.eval.benchmark import segment_sequence
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
+from emvos.inference.settings import DEFAULT_REACH
 from emvos.inference.zoom import parse_zoom
 from emvos.io import natural_sort_key
 from emvos.io.masks import read_label_png
@@ -68,11 +69,14 @@ def main() -> None:
     parser.add_argument("--zoom", default="{}",
                         help="zoomed windows of small objects: 0 for none, or ZoomSettings fields as JSON over "
                              "emvos segment's (default {}: the same)")
+    parser.add_argument("--reach", type=float, default=DEFAULT_REACH,
+                        help=f"each object's reach around its previous box, in its size (default {DEFAULT_REACH}, "
+                             "emvos segment's; 0: everywhere)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, args.adapt)
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings, zoom=parse_zoom(args.zoom))
+                               adapt=settings, zoom=parse_zoom(args.zoom), reach=args.reach or None)
     report = {"settings": vars(args) | {"root": str(args.root), "out": str(args.out),
                                          "checkpoint": str(args.checkpoint)}, "sequences": {}}
     names = (args.root / "ImageSets" / "2017" / "val.txt").read_text().split()

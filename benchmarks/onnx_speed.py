@@ -91,8 +91,9 @@ def main() -> None:
         for image in images:
             (frames / image.name).symlink_to(image.resolve())
         subprocess.run([*emvos, "export", "--onnx", str(root / "onnx")], check=True, capture_output=True)
-        # The same computation on both: the exported graphs neither adapt nor zoom, so neither does PyTorch here.
-        extra = {"pytorch": ["--adapt", "0", "--zoom", "0"], "onnxruntime": ["--onnx", str(root / "onnx")]}
+        # The same computation on both: the exported graphs neither adapt, zoom nor reach, so neither does PyTorch.
+        extra = {"pytorch": ["--adapt", "0", "--zoom", "0", "--reach", "0"],
+                 "onnxruntime": ["--onnx", str(root / "onnx")]}
         thread_counts = [int(t) for t in args.threads.split(",")]
         cells = [(t, b) for t in thread_counts for b in BACKENDS]
         results: dict[tuple[int, str], list[tuple[float, float, float]]] = {c: [] for c in cells}
@@ -123,7 +124,8 @@ def main() -> None:
         f"- Software: PyTorch {version('torch')}, onnxruntime {version('onnxruntime')}, "
         f"Python {platform.python_version()}.",
         f"- Work: `emvos segment` on the first {len(images)} frames of DAVIS `{args.sequence}` "
-        f"(1 object), resolution {args.resolution}, no test-time adaptation or zoom (`--adapt 0 --zoom 0`), "
+        f"(1 object), resolution {args.resolution}, no test-time adaptation, zoom or reach "
+        "(`--adapt 0 --zoom 0 --reach 0`), "
         f"{args.rounds} rounds, "
         "each running every cell once (the "
         "order reversed every other round); medians. Whole processes: startup, imports, decoding frames and "

@@ -29,6 +29,7 @@ from emvos.data.base import read_labels
 from emvos.data.video import pair_frames
 from emvos.eval.metrics import region_similarity
 from emvos.inference.predictor import VideoPredictor, adapt_settings, load_network
+from emvos.inference.settings import DEFAULT_REACH
 
 #: Frames the window takes to pan away from the target, and to pan back.
 PAN_FRAMES = 10
@@ -82,11 +83,14 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=15, help="frame the pan starts")
     parser.add_argument("--resolution", type=int, default=480, help="shorter side the frames are segmented at")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reach", type=float, default=DEFAULT_REACH,
+                        help=f"each object's reach around its previous box, in its size (default {DEFAULT_REACH}, "
+                             "emvos segment's; 0: everywhere)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = adapt_settings(args.checkpoint, args.adapt, json.loads(args.settings))
     predictor = VideoPredictor(load_network(args.checkpoint), device="cpu", resolution=args.resolution,
-                               adapt=settings)
+                               adapt=settings, reach=args.reach or None)
     rows: dict[str, dict[str, object]] = {}
     print(f"{'sequence':16s} {'frames':>6s} {'J':>6s} {'before':>6s} {'after':>6s} {'ghost':>6s}")
     for name in args.sequences.split(","):

@@ -156,6 +156,7 @@ def test_segment_with_onnxruntime_does_not_import_torch(tiny: tuple[Path, Path],
                                    ["--backend", "onnxruntime", "--precision", "bf16"],
                                    ["--backend", "onnxruntime", "--compile"],
                                    ["--backend", "onnxruntime", "--zoom", "256"],
+                                   ["--backend", "onnxruntime", "--reach", "0.5"],
                                    ["--backend", "onnxruntime", "--checkpoint", "x.pt"],
                                    ["--backend", "pytorch"]])
 def test_segment_refuses_options_of_the_other_backend(tiny: tuple[Path, Path], tmp_path: Path,

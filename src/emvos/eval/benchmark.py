@@ -134,6 +134,7 @@ def run_info(args: argparse.Namespace, predictor: VideoPredictor) -> dict[str, o
         "encoder": predictor.model.config.encoder,
         "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped",
         "adapt_steps": predictor.adapt.steps if predictor.adapt else 0,
+        "reach": predictor.reach or 0.0,
         "threads": torch.get_num_threads(),
         **peak_memory_mb(predictor.device),
     }

@@ -19,6 +19,7 @@ from emvos.inference.prompt_options import add_prompt_options, check_prompt, has
 from emvos.inference.review import ReviewLog
 from emvos.inference.settings import (
     DEFAULT_ADAPT_STEPS,
+    DEFAULT_REACH,
     DEFAULT_RESOLUTION,
     DEFAULT_ZOOM_SIZE,
     PRECISIONS,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 PREDICTOR_FLAGS = {"checkpoint": "--checkpoint", "device": "--device", "resolution": "--resolution",
                    "bijective": "--matching bm-kernel/bm-topk", "precision": "--precision", "compile": "--compile",
                    "cuda_graphs": "--cuda-graphs", "lookahead": "--lookahead", "threads": "--threads",
-                   "zoom": "--zoom"}
+                   "zoom": "--zoom", "reach": "--reach"}
 #: ``--matching`` choices: the network's branch sets and the bijective test-time replacements of ``sm``.
 MATCHING_CHOICES = (*BRANCH_SETS, "bm-kernel", "bm-topk")
 #: ``segment --backend`` choices.
@@ -90,6 +91,11 @@ def add_inference_options(parser: argparse.ArgumentParser, lookahead: bool = Tru
                              f"them and resized to SIZE pixels a side (default {DEFAULT_ZOOM_SIZE}; 0 turns it off; "
                              "each small object costs one more, smaller, encoder pass per frame; the onnxruntime "
                              "backend does not zoom)")
+    parser.add_argument("--reach", type=float, default=None, metavar="R",
+                        help="look for each object only within R times its size around where it was in the "
+                             f"previous frame, so that it cannot jump to a look-alike across the frame (default "
+                             f"{DEFAULT_REACH}; 0 looks everywhere; a lost object is looked for everywhere; the "
+                             "onnxruntime backend looks everywhere)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
@@ -106,9 +112,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def check_backend_options(args: argparse.Namespace) -> None:
     """Refuse, before any work, what ``--backend onnxruntime`` cannot do: the PyTorch backend's options
     that change its computation, ``--onnx`` with ``--checkpoint``, or onnxruntime not installed; and
-    ``--onnx`` without it. The exported network runs as it is: no test-time adaptation and no zoomed
-    windows (the defaults of ``--adapt`` and ``--zoom`` do not apply; its masks are those of the
-    PyTorch backend with ``--adapt 0 --zoom 0``)."""
+    ``--onnx`` without it. The exported network runs as it is: no test-time adaptation, no zoomed
+    windows and no reach (the defaults of ``--adapt``, ``--zoom`` and ``--reach`` do not apply; its
+    masks are those of the PyTorch backend with ``--adapt 0 --zoom 0 --reach 0``)."""
     if args.backend != "onnxruntime":
         if args.onnx is not None:
             raise EmvosInputError("--onnx DIR is run by --backend onnxruntime; add it, or leave --onnx out")
@@ -118,7 +124,8 @@ def check_backend_options(args: argparse.Namespace) -> None:
                                        ("--k1/--k2", args.k1 is not None or args.k2 is not None),
                                        ("--precision", args.precision != "fp32"), ("--compile", args.compile),
                                        ("--cuda-graphs", args.cuda_graphs), ("--lookahead", args.lookahead != 1),
-                                       ("--adapt", bool(args.adapt)), ("--zoom", bool(args.zoom)))
+                                       ("--adapt", bool(args.adapt)), ("--zoom", bool(args.zoom)),
+                                       ("--reach", bool(args.reach)))
                if used]
     if refused:
         raise EmvosInputError(f"{', '.join(refused)}: PyTorch backend options; leave them out with "
@@ -165,6 +172,10 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
     except ValueError:
         raise EmvosInputError(f"--zoom must be 0 (off) or a window side of at least 64 pixels, "
                               f"got {args.zoom}") from None
+    reach = DEFAULT_REACH if args.reach is None else args.reach
+    if not reach >= 0:
+        raise EmvosInputError(f"--reach must be 0 (look everywhere) or a positive share of an object's size, "
+                              f"got {args.reach}")
     try:
         model = load_network(args.checkpoint)
         matching = args.matching
@@ -181,7 +192,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
                               precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs,
                               lookahead=getattr(args, "lookahead", 1),
                               adapt=adapt_settings(args.checkpoint, steps),
-                              zoom=zoom)
+                              zoom=zoom, reach=reach or None)
     except ParameterError as error:
         raise EmvosInputError(error.worded(PREDICTOR_FLAGS)) from None
 

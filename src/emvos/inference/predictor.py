@@ -46,7 +46,15 @@ from emvos.inference.frames import (
 from emvos.inference.geometry import Geometry
 from emvos.inference.graph import StaticGraph
 from emvos.inference.optimize import prepare_for_inference
-from emvos.inference.settings import DEFAULT_RESOLUTION, PRECISIONS, SHIPPED_MODELS, check_checkpoint, checkpoint_file
+from emvos.inference.reach import within_reach
+from emvos.inference.settings import (
+    DEFAULT_REACH,
+    DEFAULT_RESOLUTION,
+    PRECISIONS,
+    SHIPPED_MODELS,
+    check_checkpoint,
+    checkpoint_file,
+)
 from emvos.inference.zoom import DEFAULT_ZOOM, Window, ZoomSettings, merge_windows, outgrown, zoom_window
 from emvos.model.checkpoint import load_model, read_checkpoint
 from emvos.model.config import Bijective
@@ -216,12 +224,16 @@ class VideoPredictor:
         zoom: small objects are also tracked in a zoomed window of the frame each
             (:mod:`emvos.inference.zoom`): one more encoder pass of ``zoom.size`` pixels a side per
             small object and frame. ``None``: the frame's pass alone.
+        reach: each object's foreground is kept within its previous-frame box enlarged by ``reach``
+            times the box's longer side (:mod:`emvos.inference.reach`), so that it cannot jump to a
+            look-alike across the frame; a lost object is looked for everywhere. ``None``: everywhere.
     """
 
     def __init__(self, model: EMVOS, device: str | torch.device = "auto", resolution: int = DEFAULT_RESOLUTION,
                  bijective: Bijective | None = None, precision: str = "fp32", optimize: bool = True,
                  compile: bool = False, cuda_graphs: bool = False, lookahead: int = 1,
-                 adapt: AdaptSettings | None = None, zoom: ZoomSettings | None = None) -> None:
+                 adapt: AdaptSettings | None = None, zoom: ZoomSettings | None = None,
+                 reach: float | None = None) -> None:
         if bijective is not None and "sm" not in model.config.branches:
             raise ParameterError("bijective", f"matching replaces surjective matching, but this model has only the "
                                               f"{model.config.matching} branch; use a model trained with sm")
@@ -241,6 +253,9 @@ class VideoPredictor:
         if zoom is not None and cuda_graphs:
             raise ParameterError(("zoom", "cuda_graphs"), "cannot be combined: a CUDA graph replays the frame's "
                                                           "pass alone; leave out one of them")
+        if reach is not None and not reach > 0:
+            raise ParameterError("reach", f"must be a positive share of an object's size (None: everywhere), "
+                                          f"got {reach}")
         if zoom is not None and zoom.size % model.stride:
             raise ParameterError("zoom", f"the window's size must be a multiple of the network's stride "
                                          f"{model.stride}, got {zoom.size}")
@@ -256,21 +271,23 @@ class VideoPredictor:
         self.lookahead = lookahead
         self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
         self.zoom = zoom
+        self.reach = reach
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
                         adapt: AdaptSettings | Literal["model"] | None = "model",
-                        zoom: ZoomSettings | None = DEFAULT_ZOOM, **kwargs: Any) -> VideoPredictor:
+                        zoom: ZoomSettings | None = DEFAULT_ZOOM, reach: float | None = DEFAULT_REACH,
+                        **kwargs: Any) -> VideoPredictor:
         """Load a checkpoint (emvos or official EMVOS), a shipped model by name (``emvos-lite``,
         ``emvos-base``), or the default shipped model (``None``).
 
-        Adapts to each video's first mask and zooms on small objects as ``emvos segment`` does:
-        ``adapt="model"`` with the settings the model file recommends (:func:`adapt_settings`),
-        ``None`` not at all; ``zoom=None`` for the frame's pass alone. The other keyword arguments
-        are the constructor's.
+        Adapts to each video's first mask, zooms on small objects and looks for each object near
+        where it was as ``emvos segment`` does: ``adapt="model"`` with the settings the model file
+        recommends (:func:`adapt_settings`), ``None`` not at all; ``zoom=None`` for the frame's pass
+        alone; ``reach=None`` to look everywhere. The other keyword arguments are the constructor's.
         """
         settings = adapt_settings(checkpoint) if adapt == "model" else adapt
-        return cls(load_network(checkpoint), device=device, adapt=settings, zoom=zoom, **kwargs)
+        return cls(load_network(checkpoint), device=device, adapt=settings, zoom=zoom, reach=reach, **kwargs)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self, frames: Iterable[ImageLike] | None = None, *, probabilities: bool = False) -> VideoState:
@@ -694,7 +711,8 @@ class VideoPredictor:
         logits = logits[0]
         if logits.dtype in LOW_PRECISIONS:  # autocast's outputs; a float64 network keeps its precision
             logits = logits.float()
-        return F.softmax(logits, dim=1)
+        probs = F.softmax(logits, dim=1)
+        return probs if self.reach is None else within_reach(probs, prev.mask[0], query.grid, self.reach)
 
     def _add_given(self, state: VideoState, query: FrameEmbedding, given: Tensor, given_ids: list[int],
                    probs: Tensor | None) -> Tensor:

@@ -17,6 +17,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_ADAPT_STEPS = 40
 #: Default side in pixels of a small object's zoomed window (``--zoom``; :class:`~emvos.inference.zoom.ZoomSettings`).
 DEFAULT_ZOOM_SIZE = 320
+#: Default reach of each object around its previous-frame box, in the box's longer side (``--reach``;
+#: :mod:`~emvos.inference.reach`).
+DEFAULT_REACH = 0.25
 
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 #: The models shipped inside the package, by the name ``--checkpoint`` also accepts: ``emvos-lite``
