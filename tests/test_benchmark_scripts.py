@@ -133,3 +133,8 @@ def test_inference_paths_times_each_variant_and_writes_its_page(davis2016_root: 
     for variant in ("| reference | ", "| prepared | "):
         assert variant in out
     assert "| reference | " in doc.read_text() and "python benchmarks/inference_paths.py --root" in doc.read_text()
+
+
+def test_reach_cost_times_each_object_count() -> None:
+    out = _run("reach_cost.py", "--grid", "4x6", "--objects", "1,3", "--threads", "1")
+    assert "1 object(s): " in out and "3 object(s): " in out and out.count("ms per frame") == 2
