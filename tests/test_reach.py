@@ -96,9 +96,10 @@ def test_the_predictor_marks_an_object_only_near_its_last_box(network: EMVOS) ->
     assert np.array_equal(labels[0.25][:80, :80], labels[None][:80, :80])
 
 
-def test_reach_must_be_positive(network: EMVOS) -> None:
+@pytest.mark.parametrize("reach", [0.0, -1.0, float("nan"), float("inf")])
+def test_reach_must_be_a_positive_number(network: EMVOS, reach: float) -> None:
     with pytest.raises(ValueError, match="^reach must be a positive share"):
-        VideoPredictor(network, device="cpu", reach=0)
+        VideoPredictor(network, device="cpu", reach=reach)
 
 
 def test_shipped_defaults_reach_and_the_constructor_looks_everywhere(network: EMVOS) -> None:

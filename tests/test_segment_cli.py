@@ -150,12 +150,15 @@ def _bad_input_cases(tmp: Path, checkpoint: Path) -> dict[str, tuple[list[object
                            "--zoom must be 0 (off) or a window side of at least 64 pixels, got 16"),
         "negative reach": ([frames, "--mask", good, "--out", tmp / "o14", *ck, "--reach", "-1"],
                            "--reach must be 0 (look everywhere) or a positive share of an object's size, got -1.0"),
+        "infinite reach": ([frames, "--mask", good, "--out", tmp / "o15", *ck, "--reach", "inf"],
+                           "--reach must be 0 (look everywhere) or a positive share of an object's size, got inf"),
     }
 
 
 CASES = ["missing input", "empty input", "corrupt frame", "size mismatch", "no object", "rgb mask", "16-bit mask",
          "unknown checkpoint", "missing checkpoint", "output is a file", "wrong matching", "k without bm",
-         "no lookahead", "graphs on cpu", "zoom too small", "negative reach"]
+         "no lookahead", "graphs on cpu", "zoom too small", "negative reach",
+         "infinite reach"]
 
 
 @pytest.mark.parametrize("case", CASES)

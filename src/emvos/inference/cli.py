@@ -173,7 +173,7 @@ def build_predictor(args: argparse.Namespace) -> VideoPredictor:
         raise EmvosInputError(f"--zoom must be 0 (off) or a window side of at least 64 pixels, "
                               f"got {args.zoom}") from None
     reach = DEFAULT_REACH if args.reach is None else args.reach
-    if not reach >= 0:
+    if not 0 <= reach < float("inf"):
         raise EmvosInputError(f"--reach must be 0 (look everywhere) or a positive share of an object's size, "
                               f"got {args.reach}")
     try:

@@ -253,7 +253,7 @@ class VideoPredictor:
         if zoom is not None and cuda_graphs:
             raise ParameterError(("zoom", "cuda_graphs"), "cannot be combined: a CUDA graph replays the frame's "
                                                           "pass alone; leave out one of them")
-        if reach is not None and not reach > 0:
+        if reach is not None and not 0 < reach < float("inf"):
             raise ParameterError("reach", f"must be a positive share of an object's size (None: everywhere), "
                                           f"got {reach}")
         if zoom is not None and zoom.size % model.stride:
