@@ -75,6 +75,45 @@ def test_batched_objects_decode_like_one_at_a_time(densenet_model: EMVOS) -> Non
             assert torch.allclose(together[:, o], alone[:, 0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("scales", [(8, 16), (4, 8, 16)])
+def test_keys_from_finer_scales_read_them_pooled_to_stride_16(scales: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test", key_channels=4, decoder_widths=(8, 8, 8), key_scales=scales),
+                  encoder_weights=None)
+    widths = {4: 8, 8: 16, 16: 32}  # the tiny encoder's channels
+    assert model.keys["em"].in_channels == sum(widths[s] for s in scales)
+    features = model.encoder(torch.rand(1, 3, 64, 96))
+    key_input = model.key_input(features)
+    assert key_input.shape == (1, sum(widths[s] for s in scales), 4, 6)
+    pooled = {4: torch.nn.functional.avg_pool2d(features.s4, 4), 8: torch.nn.functional.avg_pool2d(features.s8, 2),
+              16: features.s16}
+    assert torch.equal(key_input, torch.cat([pooled[s] for s in scales], dim=1))  # finest first, stride 16 last
+    assert model.embed(torch.rand(1, 3, 64, 96)).keys["sm"].shape == (1, 4, 24)
+
+
+@pytest.mark.parametrize("scales", [(8,), (16, 8), (2, 16), ()])
+def test_key_scales_must_be_ordered_strides_with_16(scales: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="key_scales"):
+        ModelConfig(encoder="tiny-test", key_scales=scales)
+
+
+def test_adding_a_key_scale_keeps_the_network_s_outputs_until_trained() -> None:
+    torch.manual_seed(0)
+    model = EMVOS(ModelConfig(encoder="tiny-test", key_channels=4, decoder_widths=(8, 8, 8)),
+                  encoder_weights=None).eval()
+    wider = model.with_key_scales((8, 16)).eval()
+    assert wider.config.key_scales == (8, 16) and wider.keys["sm"].in_channels == 16 + 32
+    assert ModelConfig.from_dict(wider.config.to_dict()) == wider.config  # the checkpoint's form
+    clip, first = torch.rand(1, 3, 3, 64, 96), (torch.rand(1, 64, 96) > 0.5).long()
+    with torch.no_grad():
+        assert torch.equal(model(clip, first), wider(clip, first))
+    wider.keys["em"].weight.data[:, :16] = 1.0  # the new inputs count once trained
+    with torch.no_grad():
+        assert not torch.equal(model(clip, first), wider(clip, first))
+    with pytest.raises(ValueError, match="must keep"):
+        wider.with_key_scales((16,))
+
+
 def test_checkpoint_round_trip_is_strict(tmp_path: Path, densenet_model: EMVOS) -> None:
     path = tmp_path / "model.pt"
     save_checkpoint(path, densenet_model, iteration=7)

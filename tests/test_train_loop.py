@@ -155,6 +155,15 @@ def test_a_new_run_can_start_from_given_weights(tmp_path: Path) -> None:
                 progress=False)
     with pytest.raises(EmvosInputError, match="no such weight file"):
         Trainer(tiny_config(tmp_path / "fourth", init=str(tmp_path / "missing.pt")), progress=False)
+    model = {"encoder": "tiny-test", "key_channels": 8, "decoder_widths": [8, 8, 8], "key_scales": [8, 16]}
+    wider = Trainer(tiny_config(tmp_path / "fifth", init=str(tmp_path / "first" / "last.pt"), model=model),
+                    progress=False)  # keys that read one more scale: the new inputs' weights start at zero
+    state = wider.model.state_dict()
+    assert wider.model.config.key_scales == (8, 16)
+    assert torch.equal(state["keys.em.weight"][:, 16:], given["keys.em.weight"])
+    assert not state["keys.em.weight"][:, :16].any()
+    assert all(torch.equal(state[k], given[k]) for k in given if not k.startswith("keys."))
+    assert wider.fit(until=1).step == 1
 
 
 def test_checkpoints_are_self_describing_and_load_with_weights_only(tmp_path: Path) -> None:

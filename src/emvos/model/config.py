@@ -10,6 +10,9 @@ BRANCHES = ("sm", "em")
 #: Branch sets, as written on the command line.
 BRANCH_SETS = {"sm": ("sm",), "em": ("em",), "sm+em": ("sm", "em")}
 
+#: Encoder strides the key projections can read (:attr:`ModelConfig.key_scales`).
+KEY_SCALES = (4, 8, 16)
+
 BijectiveKind = Literal["kernel", "topk"]
 #: The paper's best test-time settings (Table 5): kernel std 32 / 32 grid cells, top-K 128 / 16.
 BIJECTIVE_DEFAULTS: dict[str, tuple[float, float]] = {"kernel": (32.0, 32.0), "topk": (128.0, 16.0)}
@@ -30,15 +33,20 @@ class ModelConfig:
             stride-16 channels (the paper: 1024 -> 512).
         decoder_widths: working widths of the stride-4, 8 and 16 decoder levels; ``None`` means the
             encoder's stride-4 channel count at every level (the paper: 256).
+        key_scales: the encoder strides whose features the key projections read, a subset of
+            :data:`KEY_SCALES` with 16 (the paper: 16 alone). Finer features are average-pooled to
+            stride 16 and stacked with the stride-16 ones; matching stays at stride 16.
     """
 
     encoder: str = "densenet121"
     branches: tuple[str, ...] = ("sm", "em")
     key_channels: int | None = None
     decoder_widths: tuple[int, int, int] | None = None
+    key_scales: tuple[int, ...] = (16,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "branches", tuple(self.branches))
+        object.__setattr__(self, "key_scales", tuple(int(s) for s in self.key_scales))
         if self.decoder_widths is not None:
             object.__setattr__(self, "decoder_widths", tuple(self.decoder_widths))
         if not self.branches or any(b not in BRANCHES for b in self.branches) or \
@@ -46,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"branches must be a non-empty ordered subset of {BRANCHES}, got {self.branches}")
         if self.decoder_widths is not None and len(self.decoder_widths) != 3:
             raise ValueError(f"decoder_widths needs 3 values (stride 4, 8, 16), got {self.decoder_widths}")
+        if 16 not in self.key_scales or list(self.key_scales) != [s for s in KEY_SCALES if s in self.key_scales]:
+            raise ValueError(f"key_scales must be an ordered subset of {KEY_SCALES} with 16, got {self.key_scales}")
 
     @property
     def matching(self) -> str:

@@ -6,6 +6,7 @@ The network is stateless. :class:`emvos.inference.VideoPredictor` keeps the per-
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -70,7 +71,8 @@ class EMVOS(nn.Module):
         info = self.encoder.feature_info
         c16 = info.channels[2]
         key_channels = config.key_channels or c16 // 2
-        self.keys = nn.ModuleDict({b: conv(c16, key_channels, 1) for b in config.branches})
+        key_inputs = sum(info.channels[info.strides.index(s)] for s in config.key_scales)
+        self.keys = nn.ModuleDict({b: conv(key_inputs, key_channels, 1) for b in config.branches})
         widths = config.decoder_widths or (info.channels[0],) * 3
         score_channels = MASK_CHANNELS * len(REFERENCES) * len(config.branches)
         self.decoder = Decoder(info.channels, widths, score_channels)
@@ -97,10 +99,55 @@ class EMVOS(nn.Module):
             features: the encoder's ``s4`` / ``s8`` / ``s16`` maps of ``B`` frames.
         """
         keys = {}
+        key_input = self.key_input(features)
         for branch, proj in self.keys.items():
-            k = proj(features.s16).flatten(2)
+            k = proj(key_input).flatten(2)
             keys[branch] = matching.normalize_keys(k) if branch == "sm" else k
         return FrameEmbedding(self.decoder.shared(features), keys, tuple(features.s16.shape[-2:]))
+
+    def key_input(self, features: Features) -> Tensor:
+        """What the key projections read: the features of :attr:`ModelConfig.key_scales` at stride 16.
+
+        Args:
+            features: the encoder's ``s4`` / ``s8`` / ``s16`` maps of ``B`` frames.
+
+        Returns:
+            ``(B, C, H/16, W/16)``: the finer maps average-pooled to stride 16, then the stride-16
+            map, stacked along channels (the stride-16 map itself when it is the only scale).
+        """
+        if self.config.key_scales == (16,):
+            return features.s16
+        by_stride = dict(zip(self.encoder.feature_info.strides, features, strict=True))
+        return torch.cat([by_stride[s] if s == 16 else F.avg_pool2d(by_stride[s], 16 // s)
+                          for s in self.config.key_scales], dim=1)
+
+    def with_key_scales(self, scales: tuple[int, ...]) -> EMVOS:
+        """A copy whose key projections also read finer scales, computing the same keys as this network.
+
+        The weights of the new input channels start at zero, so the copy's outputs equal this
+        network's until it is trained (a fine-tuning that adds scales to a trained network).
+
+        Args:
+            scales: :attr:`ModelConfig.key_scales` of the copy, holding every scale of this network's.
+
+        Raises:
+            ValueError: ``scales`` leaves out a scale this network reads.
+        """
+        old = self.config.key_scales
+        if not set(old) <= set(scales):
+            raise ValueError(f"key_scales {tuple(scales)} must keep the network's {old}")
+        wider = EMVOS(dataclasses.replace(self.config, key_scales=tuple(scales)), encoder_weights=None)
+        state = self.state_dict()
+        info = self.encoder.feature_info
+        width = {s: info.channels[info.strides.index(s)] for s in scales}
+        for branch in self.config.branches:
+            name = f"keys.{branch}.weight"
+            weight = state[name]
+            parts = dict(zip(old, weight.split([width[s] for s in old], dim=1), strict=True))
+            state[name] = torch.cat([parts.get(s, weight.new_zeros(weight.shape[0], width[s], *weight.shape[2:]))
+                                     for s in wider.config.key_scales], dim=1)
+        wider.load_state_dict(state)
+        return wider.to(next(self.parameters()).device)
 
     def match(self, query: FrameEmbedding, ref: Reference, role: str,
               bijective: Bijective | None = None) -> dict[str, Tensor]:

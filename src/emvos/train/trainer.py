@@ -27,6 +27,7 @@ thread count, as one that never stopped (on GPUs, up to the non-determinism of s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import sys
@@ -346,6 +347,10 @@ class Trainer:
         checkpoint = read_training_checkpoint(resume) if resume is not None else None
         source = resume if resume is not None else init_weights(config.init)
         self.model: EMVOS = (load_model(source) if source is not None else EMVOS(config.model)).to(self.device).eval()
+        if resume is None and source is not None and self.model.config == dataclasses.replace(
+                config.model, key_scales=self.model.config.key_scales) and \
+                set(self.model.config.key_scales) < set(config.model.key_scales):
+            self.model = self.model.with_key_scales(config.model.key_scales).eval()  # keys read more scales
         if source is not None and self.model.config != config.model:
             raise EmvosInputError(f"{source}: the checkpoint's model {self.model.config.to_dict()} differs from the "
                                   f"config's model {config.model.to_dict()}")
