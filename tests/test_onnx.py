@@ -99,6 +99,21 @@ def test_onnxruntime_follows_the_pytorch_predictor(tiny: tuple[Path, Path], reso
     assert np.array_equal(results[5][1][masks[5] != 0], masks[5][masks[5] != 0])  # given objects as given
 
 
+def test_keys_from_several_scales_export_too(tmp_path: Path) -> None:
+    """A network whose keys read the stride-4 and stride-8 features too (``key_scales``) exports
+    and runs under onnxruntime with the PyTorch predictor's labels."""
+    torch.manual_seed(0)
+    network = EMVOS(ModelConfig(encoder="tiny-test", key_scales=(4, 8, 16)), encoder_weights=None)
+    with torch.no_grad():
+        network.decoder.levels[-1].up.weight.mul_(LOGIT_SCALE)
+    save_checkpoint(tmp_path / "scales.pt", network)
+    onnx_dir = export_onnx(tmp_path / "scales-onnx", tmp_path / "scales.pt")
+    masks = {0: _mask({1: (4, 20, 4, 30), 2: (22, 38, 40, 70)})}
+    for i, (expected, got, expected_ids, got_ids) in enumerate(_both(tmp_path / "scales.pt", onnx_dir, _frames(4),
+                                                                     masks, 0)):
+        assert got_ids == expected_ids == (1, 2) and (got == expected).mean() >= TINY_AGREEMENT, i
+
+
 def test_both_backends_run_the_same_loop(tiny: tuple[Path, Path]) -> None:
     """``propagate`` backward and over chosen indices: the PyTorch backend's frames, objects and labels."""
     frames, masks = _frames(5), {4: _mask({2: (4, 20, 4, 30)}), 1: _mask({6: (22, 38, 40, 70)})}
