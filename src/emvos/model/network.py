@@ -71,7 +71,7 @@ class EMVOS(nn.Module):
         info = self.encoder.feature_info
         c16 = info.channels[2]
         key_channels = config.key_channels or c16 // 2
-        key_inputs = sum(info.channels[info.strides.index(s)] for s in config.key_scales)
+        key_inputs = sum(info.channels_at(s) for s in config.key_scales)
         self.keys = nn.ModuleDict({b: conv(key_inputs, key_channels, 1) for b in config.branches})
         widths = config.decoder_widths or (info.channels[0],) * 3
         score_channels = MASK_CHANNELS * len(REFERENCES) * len(config.branches)
@@ -138,8 +138,7 @@ class EMVOS(nn.Module):
             raise ValueError(f"key_scales {tuple(scales)} must keep the network's {old}")
         wider = EMVOS(dataclasses.replace(self.config, key_scales=tuple(scales)), encoder_weights=None)
         state = self.state_dict()
-        info = self.encoder.feature_info
-        width = {s: info.channels[info.strides.index(s)] for s in scales}
+        width = {s: self.encoder.feature_info.channels_at(s) for s in scales}
         for branch in self.config.branches:
             name = f"keys.{branch}.weight"
             weight = state[name]

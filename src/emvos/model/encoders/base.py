@@ -47,6 +47,10 @@ class FeatureInfo:
         """The coarsest stride: inputs must be padded to a multiple of it."""
         return self.strides[-1]
 
+    def channels_at(self, stride: int) -> int:
+        """Channels of the features at ``stride`` (one of :attr:`strides`)."""
+        return self.channels[self.strides.index(stride)]
+
 
 class Encoder(nn.Module):
     """Base class of the frozen image encoders.
